@@ -1,0 +1,139 @@
+"""Batches for training and evaluation.
+
+Every split is visited in the order :func:`epoch_order` gives (a seeded permutation per epoch), cut
+into consecutive slices of ``batch_size`` (the last one may be shorter).
+
+* :class:`TensorBatches` (in-memory splits): the uint8 images live on the device; each batch is an
+  index into them, normalised (and optionally augmented) on the device. No per-sample Python.
+* :class:`FileBatches` (``folder:`` splits): a torch DataLoader with worker processes decodes the
+  files, with the same order and the same normalisation.
+
+With ``world_size > 1`` (DDP) each global batch is split into ``world_size`` equal-stride shares,
+so the ranks together see exactly what one process with the same global batch would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cnnlab.data.images import read_image
+from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit, normalize
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of ``range(n)`` that epoch ``epoch`` (1-based) of a run with ``seed`` uses."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
+def translate(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``max_shift`` pixels in x and y (zero fill): pad, then random crop."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4)
+    shifts = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h) + shifts[0].view(n, 1)).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + shifts[1].view(n, 1)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+class Batches:
+    """What both batchers share: the order of an epoch, and normalisation on the device."""
+
+    def __init__(
+        self,
+        n: int,
+        data: Data,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool = False,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        augment: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ):
+        self.n, self.data, self.batch_size, self.device = n, data, batch_size, device
+        self.shuffle, self.seed, self.dtype = shuffle, seed, dtype
+        self.augment, self.rank, self.world_size = augment, rank, world_size
+        self.channels_last = channels_last
+        self.aug_generator = torch.Generator().manual_seed(seed + 7)
+
+    def __len__(self) -> int:
+        return num_batches(self.n, self.batch_size)
+
+    def batch_indices(self, epoch: int, start: int) -> Iterator[torch.Tensor]:
+        """This rank's sample indices for batches ``start``, ``start + 1``, ... of ``epoch``."""
+        order = epoch_order(self.n, self.seed, epoch) if self.shuffle else torch.arange(self.n)
+        for b in range(start, len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size][self.rank :: self.world_size]
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images on the device → normalised (augmented) float batch."""
+        x = normalize(images, self.data.mean, self.data.std)
+        if self.augment:
+            x = translate(x, self.augment, self.aug_generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype)
+
+
+class TensorBatches(Batches):
+    """Batches of an in-memory split, resident on ``device``."""
+
+    def __init__(self, split: TensorSplit, data: Data, batch_size: int, device: torch.device, **kwargs):
+        super().__init__(len(split), data, batch_size, device, **kwargs)
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+
+    def batches(self, epoch: int = 1, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (x, y) for batches ``start``, ``start + 1``, ... of ``epoch``."""
+        for index in self.batch_indices(epoch, start):
+            index = index.to(self.device)
+            yield self.prepare(self.images[index]), self.labels[index]
+
+
+class _FileDataset(Dataset):
+    def __init__(self, split: FileSplit, channels: int, size: int):
+        self.split, self.channels, self.size = split, channels, size
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return read_image(self.split.paths[i], self.channels, self.size), self.split.labels[i]
+
+
+class FileBatches(Batches):
+    """Batches of a ``folder:`` split, decoded by DataLoader worker processes."""
+
+    def __init__(self, split: FileSplit, data: Data, batch_size: int, device: torch.device, **kwargs):
+        super().__init__(len(split), data, batch_size, device, **kwargs)
+        self.dataset = _FileDataset(split, data.in_channels, data.image_size)
+        self.workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+
+    def batches(self, epoch: int = 1, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=[index.tolist() for index in self.batch_indices(epoch, start)],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for images, labels in loader:
+            yield self.prepare(images.to(self.device, non_blocking=True)), labels.to(self.device)
+
+
+def make_batches(split: Split, data: Data, batch_size: int, device: torch.device, **kwargs) -> Batches:
+    """The right batcher for ``split``: in-memory tensors or files through a DataLoader."""
+    cls = FileBatches if isinstance(split, FileSplit) else TensorBatches
+    return cls(split, data, batch_size, device, **kwargs)

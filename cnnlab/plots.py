@@ -1,0 +1,180 @@
+"""Pictures: training curves, confusion matrix, image galleries, filters, feature maps, and the
+classic left-to-right CNN diagram. Every function writes a PNG and returns its path."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, train and validation."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r["val_acc"] for r in history], "s-", label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: torch.Tensor, classes: list[str], path: str | Path, title: str = "") -> Path:
+    """Confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
+    k = len(classes)
+    size = max(4.0, 0.55 * k + 1.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    m = matrix.cpu().numpy()
+    ax.imshow(m, cmap="Blues")
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true")
+    ax.set_xticklabels(classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right")
+    ax.set_yticklabels(classes)
+    threshold = m.max() / 2 if m.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=8,
+                    color="white" if m[i, j] > threshold else "black")  # fmt: skip
+    ax.set_title(title or f"accuracy {100 * m.trace() / max(m.sum(), 1):.2f}%")
+    return _save(fig, path)
+
+
+def plot_gallery(images: torch.Tensor, titles: list[str], path: str | Path, title: str = "") -> Path:
+    """A grid of uint8 images [N, C, H, W] with a caption under each."""
+    n = max(1, len(images))
+    cols = min(8, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, caption in zip(axes.flat, images, titles):
+        _show(ax, img)
+        ax.set_title(caption, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _show(ax: Any, img: torch.Tensor) -> None:
+    if img.shape[0] == 1:
+        ax.imshow(img[0].cpu(), cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(img.permute(1, 2, 0).cpu())
+
+
+def plot_filters(weight: torch.Tensor, path: str | Path, title: str = "first-layer filters") -> Path:
+    """Each output channel's kernel (first input channel, or RGB), scaled to its own range."""
+    w = weight.detach().float().cpu()
+    n = w.shape[0]
+    cols = min(10, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:n]):
+        k = w[i]
+        k = (k - k.min()) / (k.max() - k.min() + 1e-8)
+        ax.imshow(k.permute(1, 2, 0) if k.shape[0] == 3 else k[0], cmap=None if k.shape[0] == 3 else "gray")
+        ax.set_title(str(i), fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Sequential, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """(layer name, output [C, H, W]) after each Conv2d's following activation, for one image x [1, C, H, W]."""
+    model.eval()
+    maps = []
+    convs_seen = 0
+    for layer in model:
+        x = layer(x)
+        if isinstance(layer, nn.Conv2d):
+            convs_seen += 1
+        if isinstance(layer, nn.ReLU) and convs_seen and (not maps or maps[-1][0] != f"conv{convs_seen}"):
+            maps.append((f"conv{convs_seen}", x[0].clone()))
+    return maps
+
+
+def plot_feature_maps(model: nn.Sequential, x: torch.Tensor, path: str | Path, max_channels: int = 16) -> Path:
+    """The activations of one image after each convolution block, one row per block."""
+    maps = feature_maps(model, x)
+    cols = min(max_channels, max((m.shape[0] for _, m in maps), default=1))
+    fig, axes = plt.subplots(max(1, len(maps)), cols, figsize=(1.1 * cols, 1.25 * max(1, len(maps))), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (name, m) in enumerate(maps):
+        for c in range(min(cols, m.shape[0])):
+            axes[r, c].imshow(m[c].float().cpu(), cmap="viridis")
+        axes[r, 0].set_title(f"{name} {tuple(m.shape)}", fontsize=8, loc="left")
+    return _save(fig, path)
+
+
+def architecture_stages(model: nn.Sequential, in_shape: tuple[int, int, int]) -> list[tuple[str, tuple[int, ...]]]:
+    """(label, output shape) for the input and for each conv, pool and linear layer."""
+    stages: list[tuple[str, tuple[int, ...]]] = [("input", in_shape)]
+    x = torch.zeros(1, *in_shape)
+    model.eval()
+    with torch.no_grad():
+        for layer in model:
+            x = layer(x)
+            if isinstance(layer, nn.Conv2d):
+                stages.append((f"conv {layer.kernel_size[0]}x{layer.kernel_size[1]}", tuple(x.shape[1:])))
+            elif isinstance(layer, (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)):
+                stages.append(("pool", tuple(x.shape[1:])))
+            elif isinstance(layer, nn.Linear):
+                stages.append(("fully connected", tuple(x.shape[1:])))
+    return stages
+
+
+def plot_architecture(model: nn.Sequential, in_shape: tuple[int, int, int], path: str | Path, title: str = "") -> Path:
+    """The classic CNN diagram: stacks of feature maps left to right, labelled with their shapes."""
+    stages = architecture_stages(model, in_shape)
+    fig, ax = plt.subplots(figsize=(max(8, 1.9 * len(stages)), 3.6))
+    x0 = 0.0
+    max_hw = max(s[1] for _, s in stages if len(s) == 3)
+    for label, shape in stages:
+        if len(shape) == 3:
+            c, h, _ = shape
+            side = 0.4 + 1.8 * h / max_hw
+            layers = min(c, 8)
+            for k in range(layers):
+                ax.add_patch(Rectangle((x0 + 0.08 * k, 0.08 * k), side, side, facecolor="#9ecae1",
+                                       edgecolor="#08519c", linewidth=0.8))  # fmt: skip
+            width = side + 0.08 * layers
+            text = f"{label}\n{c}@{shape[1]}x{shape[2]}"
+        else:
+            side = min(2.4, 0.3 + 0.02 * shape[0])
+            ax.add_patch(Rectangle((x0, 0), 0.25, side, facecolor="#fdd0a2", edgecolor="#a63603"))
+            width = 0.25
+            text = f"{label}\n{shape[0]}"
+        ax.text(x0 + width / 2, -0.35, text, ha="center", va="top", fontsize=8)
+        x0 += width + 0.7
+    ax.set_xlim(-0.3, x0)
+    ax.set_ylim(-1.2, 3.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

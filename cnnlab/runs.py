@@ -1,0 +1,117 @@
+"""The run directory: everything one training run leaves behind.
+
+``config.json`` (every option, class names, versions, and ``status``: running, finished,
+interrupted or failed), ``metrics.csv`` (one row per epoch), ``last.pt`` and ``best.pt``,
+``curves.png`` and ``confusion.png``. A run that did not finish says so in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import UserError
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+def default_run_dir(model: str, dataset: str) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>-<model>-<dataset>`` (made unique with a suffix if needed)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(dataset).name or dataset)
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{safe}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Make ``path`` and prove it is writable before any training starts."""
+    path = Path(path)
+    if (path / "config.json").exists() and not overwrite:
+        raise UserError(
+            f"--out {path} already holds a run; continue it with --resume {path}, "
+            "choose another --out, or pass --overwrite"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import torchvision
+
+    from cnnlab import __version__
+
+    return {
+        "cnnlab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+
+
+def write_config(run_dir: Path, config: dict[str, Any], status: str, **extra: Any) -> None:
+    """Write ``config.json``: the options, ``status`` and anything in ``extra``."""
+    payload = {"status": status, **extra, "config": config, "versions": versions()}
+    write_text_atomic(run_dir / "config.json", json.dumps(payload, indent=2) + "\n")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: no config.json (is it a cnnlab run directory?)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def set_status(run_dir: Path, status: str, **extra: Any) -> None:
+    payload = read_config(run_dir)
+    payload.update(status=status, **extra)
+    write_text_atomic(run_dir / "config.json", json.dumps(payload, indent=2) + "\n")
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` from the whole history (so a resumed run never duplicates rows)."""
+    columns = list(METRIC_COLUMNS)
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+    write_text_atomic(run_dir / "metrics.csv", buffer.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    with open(Path(run_dir) / "metrics.csv", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image_folder, write_idx
+
+from cnnlab.data import epoch_order, load_data, make_batches, normalize
+from cnnlab.data.idx import parse_idx, read_idx
+from cnnlab.data.loaders import translate
+from cnnlab.errors import UserError
+
+
+def test_mnist5k_is_a_stratified_deterministic_4000_1000_split(mnist5k):
+    train, val = mnist5k.splits["train"], mnist5k.splits["val"]
+    assert train.images.shape == (4000, 1, 28, 28) and val.images.shape == (1000, 1, 28, 28)
+    assert train.images.dtype == torch.uint8 and int(train.images.max()) > 200
+    assert torch.bincount(val.labels).tolist() == [100] * 10
+    again = load_data("mnist5k")
+    assert torch.equal(again.splits["val"].images, val.images)
+
+
+def test_digits_are_8x8_scaled_to_bytes():
+    data = load_data("digits")
+    assert data.image_size == 8 and data.splits["train"].images.shape[1:] == (1, 8, 8)
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 1797
+    assert int(data.splits["train"].images.max()) == 255
+
+
+def test_normalize_matches_the_formula(mnist5k):
+    images = mnist5k.splits["val"].images[:8]
+    x = normalize(images, (0.1307,), (0.3081,))
+    expected = (images.float() / 255 - 0.1307) / 0.3081
+    assert torch.allclose(x, expected)
+
+
+def test_idx_round_trip(tmp_path: Path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for compress in (False, True):
+        path = write_idx(tmp_path / f"a{compress}", array, compress)
+        assert np.array_equal(read_idx(path), array)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"\x00\x00", "not an IDX file"),
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "bad magic"),
+        (b"\x00\x00\x0d\x01\x00\x00\x00\x01\x05", "unsupported IDX data type"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x02", "truncated IDX header"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "truncated or corrupt"),
+        (b"\x00\x00\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "implausible shape"),
+    ],
+)
+def test_corrupt_idx_is_a_user_error(raw: bytes, message: str):
+    with pytest.raises(UserError, match=message):
+        parse_idx(raw, "bad-file")
+
+
+def test_truncated_gzip_names_the_file(tmp_path: Path):
+    good = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 100]) + bytes(100))
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte.gz.*corrupt or truncated gzip"):
+        read_idx(path)
+
+
+def test_mnist_test_split_reads_only_the_t10k_files(idx_test_dir: Path, mnist5k):
+    data = load_data("mnist", idx_test_dir, ("test",), download=False)
+    assert torch.equal(data.splits["test"].images, mnist5k.splits["val"].images)
+    with pytest.raises(UserError, match="train files not found"):
+        load_data("mnist", idx_test_dir, ("train",), download=False)
+
+
+def test_torchvision_raw_layout_and_label_count_mismatch(tmp_path: Path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8))
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(5, np.uint8))
+    data = load_data("fashion-mnist", tmp_path, ("test",), download=False)
+    assert len(data.splits["test"]) == 5 and data.classes[0] == "T-shirt/top"
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8))
+    with pytest.raises(UserError, match="5 images but t10k-labels-idx1-ubyte has 4 labels"):
+        load_data("fashion-mnist", tmp_path, ("test",), download=False)
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path: Path):
+    with pytest.raises(UserError, match="run once online.*--data-dir"):
+        load_data("kmnist", tmp_path, ("test",), download=False)
+    with pytest.raises(UserError, match="unknown dataset"):
+        load_data("imagenet")
+    with pytest.raises(UserError, match="no 'test' split"):
+        load_data("mnist5k", splits=("test",))
+
+
+def test_folder_dataset_with_mixed_sizes_modes_and_junk(tmp_path: Path, mnist5k):
+    root = make_image_folder(tmp_path / "imgs", mnist5k)
+    (root / "class0" / "notes.txt").write_text("not an image")
+    (root / "class1" / "broken.png").write_bytes(b"\x89PNG garbage")
+    data = load_data(f"folder:{root}")
+    assert data.classes == ["class0", "class1", "class7"]
+    assert data.in_channels == 3 and data.image_size == 32  # an RGB image among them
+    total = len(data.splits["train"]) + len(data.splits["val"])
+    assert total == 36  # junk skipped
+    batch = next(make_batches(data.splits["train"], data, 8, torch.device("cpu")).batches())
+    assert batch[0].shape == (8, 3, 32, 32)
+
+
+def test_folder_dataset_with_train_and_val_subfolders(tmp_path: Path, mnist5k):
+    make_image_folder(tmp_path / "d" / "train", mnist5k, per_class=6, classes=(2, 3))
+    make_image_folder(tmp_path / "d" / "val", mnist5k, per_class=3, classes=(2, 3))
+    data = load_data(f"folder:{tmp_path / 'd'}", image_size=20)
+    assert (len(data.splits["train"]), len(data.splits["val"])) == (12, 6) and data.image_size == 20
+
+
+def test_folder_errors(tmp_path: Path):
+    with pytest.raises(UserError, match="no such folder"):
+        load_data(f"folder:{tmp_path / 'nope'}")
+    (tmp_path / "only").mkdir()
+    with pytest.raises(UserError, match="at least two class"):
+        load_data(f"folder:{tmp_path}")
+
+
+def test_select_classes_relabels_in_order(mnist5k):
+    data = load_data("mnist5k", classes=["3", "8"])
+    assert data.classes == ["3", "8"]
+    val = data.splits["val"]
+    assert len(val) == 200 and set(val.labels.tolist()) == {0, 1}
+    original = mnist5k.splits["val"]
+    assert torch.equal(val.images[val.labels == 1], original.images[original.labels == 8])
+
+
+def test_epoch_order_is_seeded_and_batches_cover_every_sample_once(mnist5k):
+    assert torch.equal(epoch_order(100, 1, 2), epoch_order(100, 1, 2))
+    assert not torch.equal(epoch_order(100, 1, 2), epoch_order(100, 1, 3))
+    batches = make_batches(mnist5k.splits["train"], mnist5k, 64, torch.device("cpu"), shuffle=True, seed=5)
+    seen = torch.cat([y for _, y in batches.batches(epoch=3)])
+    order = epoch_order(4000, 5, 3)
+    assert torch.equal(seen, mnist5k.splits["train"].labels[order])
+    assert len(batches) == 63
+
+
+def test_translate_shifts_within_bounds():
+    x = torch.zeros(4, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0
+    out = translate(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for img in out:
+        r, c = torch.nonzero(img[0])[0].tolist()
+        assert abs(r - 4) <= 2 and abs(c - 4) <= 2 and img.sum() == 1
