@@ -237,16 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.export")
+
+
 def _feature_modules() -> list[Any]:
-    """Sub-command groups that live beside their feature (backprop, bench, serve, export, ...)."""
+    """Sub-command groups that live beside their feature; each has ``register(subparsers)``."""
     import importlib
 
     modules = []
-    for name in ("cnnlab.backprop.cli",):
+    for name in FEATURE_MODULES:
         try:
             modules.append(importlib.import_module(name))
-        except ImportError:
-            pass
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):  # a real missing dependency: a bug
+                raise
     return modules
 
 
