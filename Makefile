@@ -1,19 +1,20 @@
 # Two commands for a fresh machine:
 #   make demo   install, then train the tutorial's CNN on the embedded MNIST digits
 #   make test   install with the test tools, then run the whole suite
+#   make notebooks   re-execute the tutorial notebooks at full size (examples/*.py -> notebooks/*.ipynb)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 
-.PHONY: demo test lint format install install-dev clean
+.PHONY: demo test lint format install install-dev kernel notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[notebooks]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -23,22 +24,29 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-demo: install
+# The Jupyter kernel "cnnlab" (this venv's python) that the notebooks ask for.
+kernel: install
+	$(BIN)/python -m ipykernel install --user --name cnnlab --display-name "Python (cnnlab)"
+
+demo: install kernel
 	$(BIN)/cnnlab hello
 	$(BIN)/cnnlab train --out $(DEMO) --overwrite
 	$(BIN)/cnnlab predict $(DEMO) examples/images/digit-*.png
 	@echo "curves: $(DEMO)/curves.png   confusion matrix: $(DEMO)/confusion.png"
 
-test: install-dev
+test: install-dev kernel
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
-	$(BIN)/ruff check cnnlab tests benchmarks
-	$(BIN)/ruff format --check cnnlab tests benchmarks
+	$(BIN)/ruff check cnnlab tests benchmarks examples
+	$(BIN)/ruff format --check cnnlab tests benchmarks examples
 
 format: install-dev
-	$(BIN)/ruff format cnnlab tests benchmarks
-	$(BIN)/ruff check --fix cnnlab tests benchmarks
+	$(BIN)/ruff format cnnlab tests benchmarks examples
+	$(BIN)/ruff check --fix cnnlab tests benchmarks examples
+
+notebooks: install kernel
+	$(BIN)/python examples/_build_notebooks.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

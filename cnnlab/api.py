@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab import runs
-from cnnlab.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
+from cnnlab import distributed, runs
+from cnnlab.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, resume_point, stored_config
 from cnnlab.config import TrainConfig, validate
 from cnnlab.data import Data, default_split, load_data, make_batches
 from cnnlab.data.images import read_image
-from cnnlab.engine import Diverged, Interrupted, fit, make_loss
+from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, fit, make_loss
 from cnnlab.engine import evaluate as evaluate_batches
 from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
@@ -77,51 +78,69 @@ def train(
     """Train a model and write its run directory; ``options`` override ``config`` field by field.
 
     ``resume=RUN_DIR`` continues that run from its ``last.pt`` with its stored options (only
-    ``epochs``, ``device``, ``max_steps``, ``progress``, ... may be changed).
+    ``epochs``, ``device``, ``max_steps``, ``progress``, ... may be changed); a run killed before its
+    first checkpoint starts over with the options in its ``config.json``.
     """
     ckpt = None
     if resume is not None:
-        run_dir = Path(resume)
-        ckpt = load_checkpoint(run_dir / "last.pt" if run_dir.is_dir() else run_dir)
-        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+        run_dir, ckpt = resume_point(resume)
         refused = sorted(set(options) - RESUME_OVERRIDES)
         if refused:
             raise UserError(
                 f"--resume continues with the run's stored options; these cannot change: {', '.join(refused)}"
             )
-        cfg = validate(TrainConfig(**ckpt["config"]).replace(**options))
+        stored = ckpt["config"] if ckpt is not None else runs.read_config(run_dir).get("config")
+        cfg = validate(stored_config(stored, run_dir).replace(**options))
+        if ckpt is None:
+            print(f"note: {run_dir} stopped before its first checkpoint; starting it over", file=sys.stderr)
     else:
         cfg = validate((config or TrainConfig()).replace(**options))
+    world = distributed.init_from_env(cfg.device)  # under torchrun: join the other processes
+    if ckpt is not None:  # keep the global batch if the number of processes changed
+        cfg = cfg.replace(batch_size=distributed.per_process_batch(cfg.batch_size, ckpt.get("world_size", 1)))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
 
-    data = load_data(cfg.dataset, cfg.data_dir, ("train", "val"), cfg.classes or None, cfg.image_size)
+    with distributed.main_first():  # rank 0 downloads and caches, then the others read
+        data = load_data(cfg.dataset, cfg.data_dir, ("train", "val"), cfg.classes or None, cfg.image_size)
     model = model_for(cfg, data)
-    if ckpt is None:
-        run_dir = runs.create_run_dir(cfg.out or runs.default_run_dir(cfg.model, cfg.dataset), overwrite)
+    if resume is None:  # rank 0 names and makes the run directory; every process learns its path
+        out, overwrite_ok = cfg.out, overwrite
+        run_dir = distributed.run_on_main(
+            lambda: runs.create_run_dir(out or runs.default_run_dir(cfg.model, cfg.dataset), overwrite_ok)
+        )
         cfg = cfg.replace(out=str(run_dir))
     extra = checkpoint_header(cfg, data)
-    runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes)
+    set_status = runs.set_status if world.is_main else _nothing
+    if world.is_main:
+        runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size)
 
     stop_requested = _install_sigint()
     try:
         state = fit(
-            model, data, cfg, run_dir=run_dir, on_step=on_step, resume=ckpt,
-            checkpoint_extra=extra, on_epoch=lambda state: runs.write_metrics(run_dir, state.rows()),
-            should_stop=stop_requested,
+            model, data, cfg, run_dir=run_dir, on_step=on_step, resume=ckpt, checkpoint_extra=extra,
+            on_epoch=(lambda state: runs.write_metrics(run_dir, state.rows())) if world.is_main else None,
+            should_stop=distributed.agreed(stop_requested, every=SYNC_EVERY),
         )  # fmt: skip
     except Diverged as exc:
-        runs.set_status(run_dir, "failed", error=str(exc))
+        set_status(run_dir, "failed", error=str(exc))
         raise
-    except Interrupted:
-        runs.set_status(run_dir, "interrupted")
+    except Interrupted as exc:
+        set_status(run_dir, "interrupted")
+        exc.run_dir = run_dir  # for the "resume with" hint
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the last one stays
+        set_status(run_dir, "interrupted")
         raise
     except BaseException as exc:
-        runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        distributed.cleanup()
+    if not world.is_main:  # rank 0 draws the pictures and finishes the run directory
+        return TrainResult(run_dir, state.rows(), state.best_val_acc, model)
 
     from cnnlab import plots  # matplotlib and torchmetrics load only when pictures are drawn
     from cnnlab.metrics import confusion_matrix
@@ -158,7 +177,12 @@ def checkpoint_header(cfg: TrainConfig, data: Data) -> dict[str, Any]:
         },
         "data": {"dataset": cfg.dataset, "classes": data.classes, "mean": list(data.mean), "std": list(data.std)},
         "config": cfg.to_dict(),
+        "world_size": distributed.world()[1],  # processes that trained it (the global batch is batch_size × this)
     }
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    pass
 
 
 def _install_sigint() -> Callable[[], bool]:
@@ -222,7 +246,7 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
     try:
         arch, meta = ckpt["arch"], ckpt["data"]
         model = build_model(arch["model"], arch["in_channels"], arch["image_size"], arch["num_outputs"])
-        cfg = TrainConfig(**ckpt["config"])
+        cfg = stored_config(ckpt["config"], ckpt_path)
     except (KeyError, TypeError) as exc:
         raise UserError(f"{ckpt_path}: not a cnnlab checkpoint (missing {exc})") from None
     try:
@@ -270,7 +294,10 @@ def evaluate(
     matrix = confusion_matrix(outputs, labels, len(data.classes))
     safe = dataset.replace("/", "_").replace(":", "_")
     out_dir = Path(out) if out else predictor.path.parent / f"eval-{safe}-{split}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
     confusion_png = plots.plot_confusion(matrix, data.classes, out_dir / "confusion.png",
                                          title=f"{dataset} {split}: accuracy {100 * result['accuracy']:.2f}%")  # fmt: skip
     gallery_png = _mistakes_gallery(predictor, data, split, outputs, labels, out_dir / "mistakes.png")

@@ -1,13 +1,21 @@
-"""Checkpoints: written atomically, read without running any code.
+"""Checkpoints: written atomically, read without running any code, resumed exactly.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
 ``model`` (the state dict), ``arch`` (how to rebuild the network), ``data`` (classes and
 normalisation), ``config`` (every option of the run), and for resuming ``optimizer``,
-``scheduler``, ``rng``, ``epoch``, ``batch``, ``step``, ``history``.
+``scheduler``, ``rng`` (Python, NumPy, torch, CUDA and augmentation generators), ``epoch``,
+``batch`` (batches of that epoch already done), ``step``, ``history`` and ``epoch_sums``.
+The data order is not stored because it needs no state: epoch ``e`` of a run visits the samples in
+:func:`cnnlab.data.loaders.epoch_order` ``(n, seed, e)``, a pure function of the seed and the epoch,
+so a resumed run rebuilds the same order and skips the ``batch`` batches already done.
 
-Writing goes to a temporary file in the same folder, is flushed and fsynced, then renamed over the
-old file: a crash at any moment leaves either the old checkpoint or the new one, never half of one.
-Reading uses ``torch.load(weights_only=True)``, which refuses pickled code.
+Writing goes to a temporary file ``.NAME.tmpPID`` in the same folder, is flushed and fsynced, then
+renamed over the old file: a crash at any moment, ``kill -9`` included, leaves either the old
+checkpoint or the new one, never half of one. A failed write (disk full, folder gone) is a
+:class:`~cnnlab.errors.UserError` and leaves the old file as it was.
+
+Reading uses ``torch.load(weights_only=True)``, which refuses pickled code, then checks the
+structure, so a damaged or hostile file is a one-line UserError, never a crash or code execution.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +35,8 @@ import torch
 from cnnlab.errors import UserError
 
 FORMAT = "cnnlab-checkpoint-1"
+RESUME_KEYS = ("optimizer", "scheduler", "rng", "epoch", "batch", "step", "config")
+_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -36,8 +49,13 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous one is unchanged: "
+            "free some disk space (or fix the folder) and continue with --resume"
+        ) from None
     finally:
-        if tmp.exists():
+        if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
 
@@ -53,6 +71,29 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.tmpPID`` files that a killed process left in ``folder``; return them."""
+    removed = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers can only be from an earlier, failed write
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -71,6 +112,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a cnnlab checkpoint safely (``weights_only=True``); anything else is a UserError."""
     path = resolve_checkpoint(path)
+    _check_checksums(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -79,10 +121,102 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "plain data (it could run code); only cnnlab checkpoints are accepted"
         ) from None
     except Exception as exc:  # truncated, not a zip, not a torch file: all mean the same to a user
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+        raise UserError(
+            f"{path}: not a readable checkpoint: truncated, damaged or not written by torch.save ({type(exc).__name__})"
+        ) from None
+    _check_structure(ckpt, path)
+    return ckpt
+
+
+def _check_checksums(path: Path) -> None:
+    """A checkpoint is a zip archive with a CRC-32 per entry, which ``torch.load`` does not check:
+    verify them, so flipped bits (a bad disk, a partial copy) are refused rather than loaded."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # not a zip at all: torch.load tells what it is (or refuses it)
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: damaged checkpoint: its zip archive is corrupt ({type(exc).__name__})") from None
+    if bad is not None:
+        raise UserError(f"{path}: damaged checkpoint: entry {bad} fails its checksum (a bad disk or a partial copy?)")
+
+
+def _check_structure(ckpt: Any, path: Path) -> None:
+    """Refuse anything but the dict cnnlab writes, before a single value of it is used."""
     if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
         raise UserError(f"{path}: not a cnnlab checkpoint (no 'model' and 'arch' entries)")
-    return ckpt
+    weights = ckpt["model"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise UserError(f"{path}: damaged checkpoint: 'model' is not a state dict of named tensors")
+    arch, meta = ckpt["arch"], ckpt.get("data")
+    if not (
+        isinstance(arch, dict)
+        and isinstance(arch.get("model"), str)
+        and _int_in(arch.get("in_channels"), 1, 4)
+        and _int_in(arch.get("image_size"), 4, 512)
+        and _int_in(arch.get("num_outputs"), 1, 100_000)
+    ):
+        raise UserError(f"{path}: damaged checkpoint: 'arch' does not describe a cnnlab model")
+    if not (
+        isinstance(meta, dict)
+        and _list_of(meta.get("classes"), str)
+        and _list_of(meta.get("mean"), (int, float))
+        and _list_of(meta.get("std"), (int, float))
+        and len(meta["mean"]) == len(meta["std"]) == arch["in_channels"]
+    ):
+        raise UserError(f"{path}: damaged checkpoint: 'data' lacks the class names or normalisation")
+    if not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{path}: damaged checkpoint: no 'config' entry")
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _list_of(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def stored_config(raw: Any, source: str | Path) -> Any:
+    """The :class:`~cnnlab.config.TrainConfig` stored in a checkpoint or ``config.json``, validated."""
+    from cnnlab.config import TrainConfig, validate
+
+    try:
+        if not isinstance(raw, dict):
+            raise TypeError("not a dict")
+        return validate(TrainConfig(**raw))
+    except (TypeError, UserError) as exc:
+        raise UserError(f"{source}: the stored training options are damaged ({exc})") from None
+
+
+def resume_point(run: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """Where ``--resume RUN`` continues: ``(run directory, its last.pt)``.
+
+    ``RUN`` may also be a checkpoint file inside a run directory. A run killed before it wrote its
+    first checkpoint gives ``(run directory, None)``: it is started over from step 0 with the options
+    in its ``config.json`` (the result is the same, since a run is a pure function of its options).
+    Temporary files left by a killed writer are removed first.
+    """
+    run = Path(run)
+    if run.is_file():
+        run_dir, ckpt_path = run.parent, run
+    elif run.is_dir():
+        run_dir, ckpt_path = run, run / "last.pt"
+    else:
+        raise UserError(f"--resume {run}: no such run directory")
+    remove_stale_temporaries(run_dir)
+    if not ckpt_path.is_file():
+        if (run_dir / "config.json").is_file():
+            return run_dir, None
+        raise UserError(f"--resume {run}: no last.pt and no config.json there (is it a cnnlab run directory?)")
+    ckpt = load_checkpoint(ckpt_path)
+    missing = [key for key in RESUME_KEYS if key not in ckpt]
+    if missing or not all(_int_in(ckpt[k], 0, 2**62) for k in ("epoch", "batch", "step")):
+        raise UserError(f"{ckpt_path}: cannot resume from it: no training state ({', '.join(missing) or 'step'})")
+    return run_dir, ckpt
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,10 +7,11 @@ diverged, 130 interrupted (a checkpoint was saved first).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from cnnlab.errors import UserError
 
@@ -26,7 +27,7 @@ TRAIN_HELP = {
     "schedule": "learning-rate schedule: none (default), step, cosine or onecycle",
     "gamma": "factor per epoch for --schedule step (default 0.7)",
     "label_smoothing": "label smoothing for --loss ce (default 0)",
-    "augment": "random translation of up to N pixels while training (default 0)",
+    "augment": "random translation of up to N pixels while training, plus a random mirror for cifar10 (default 0)",
     "batch_size": "images per optimiser step (default 64)",
     "epochs": "passes over the training split (default 9)",
     "seed": "the one seed for weights, order and augmentation (default 1)",
@@ -70,6 +71,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                        ("compile", "torch.compile the model"), ("tensorboard", "also log to RUN_DIR/tensorboard")]:  # fmt: skip
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=S, help=text)
     p.add_argument("--dtype", choices=("float32", "float64"), default=S, help="parameter precision (default float32)")
+    p.add_argument(
+        "--compile-mode", dest="compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default=S,
+        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs, for small models on a GPU",
+    )  # fmt: skip
     p.add_argument("--quiet", dest="progress", action="store_false", default=S, help="no progress bars or epoch lines")
     p.add_argument(
         "--dry-run", action="store_true", help="one optimiser step and one validation pass (like --max-steps 1)"
@@ -77,6 +82,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-model", action="store_true", help="accepted for pytorch/examples habits: checkpoints are always saved"
     )
+    p.add_argument(
+        "--nproc", type=int, default=None, metavar="N",
+        help="train with N processes on this machine (DDP through torchrun; --batch-size is per process)",
+    )  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -86,6 +95,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     if args.dry_run:
         options["max_steps"] = 1
+    if args.nproc is not None:  # start torchrun, which runs this same command once per process
+        from cnnlab.distributed import launch, without_nproc
+
+        return launch(args.nproc, without_nproc(args.argv), options.get("device", "auto"))
     if args.resume:
         result = api.train(resume=args.resume, **options)
     else:
@@ -95,6 +108,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config:
             base.update(load_toml(args.config))
         result = api.train(TrainConfig(**base), overwrite=args.overwrite, **options)
+    from cnnlab.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 reports
+        return 0
     last = result.history[-1]
     print(f"run saved to {result.run_dir}")
     print(f"validation accuracy {100 * last['val_acc']:.2f}% (best {100 * result.best_val_acc:.2f}%)")
@@ -178,10 +195,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse with cnnlab's error style: one line, exit code 2, no usage block (sub-commands too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="cnnlab", description="Learn, train and ship convolutional neural networks with PyTorch."
     )
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
@@ -255,10 +282,13 @@ def _feature_modules() -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     from cnnlab.engine import Diverged, Interrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -269,9 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 3
     except Interrupted as exc:
-        resume = getattr(args, "out", None) or getattr(args, "resume", None) or "RUN_DIR"
+        resume = getattr(exc, "run_dir", None) or getattr(args, "resume", None) or "RUN_DIR"
         print(f"\ninterrupted ({exc}); checkpoint saved. Resume with: cnnlab train --resume {resume}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except torch.OutOfMemoryError:
+        print("error: out of GPU memory: try a smaller --batch-size (or --amp, or --device cpu)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk or a read-only folder while writing results: one line too
+        if exc.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {exc.filename or 'a file'}: {exc.strerror} (free some space or fix the folder)", file=sys.stderr)
+        return 2

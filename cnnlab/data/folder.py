@@ -4,7 +4,8 @@ Either ``PATH/<class>/*.png`` (split 80/20 into train/val, stratified and determ
 ``PATH/train/<class>/...`` and ``PATH/val/<class>/...`` (and optionally ``PATH/test/<class>/...``).
 Images of any size and mode are converted to the dataset's channels (grey if every sampled image is
 grey, else RGB) and to a square ``image_size`` (default 28 for grey, 32 for colour). Files that
-are not readable images are skipped with a warning.
+are not readable images (other suffixes, corrupt or truncated files, decompression bombs, modes with
+no grey or RGB form) are skipped with one warning that counts them and names the first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.images import IMAGE_SUFFIXES, open_image, read_image
+from cnnlab.data.images import IMAGE_SUFFIXES, open_image, read_image, to_model_input
 from cnnlab.data.splits import FileSplit, stratified_split
 from cnnlab.errors import UserError
 
@@ -63,8 +64,9 @@ def _scan(folder: Path, classes: list[str]) -> FileSplit:
         class_dir = folder / name
         files = sorted(p for p in class_dir.rglob("*") if p.is_file()) if class_dir.is_dir() else []
         for path in files:
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not _readable(path):
-                skipped.append(str(path))
+            problem = _problem(path)
+            if problem:
+                skipped.append(problem)
                 continue
             paths.append(path)
             labels.append(label)
@@ -77,12 +79,15 @@ def _scan(folder: Path, classes: list[str]) -> FileSplit:
     return FileSplit(paths, torch.tensor(labels, dtype=torch.int64))
 
 
-def _readable(path: Path) -> bool:
+def _problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a training image (not an image suffix, unreadable, unconvertible), or None."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})"
     try:
-        open_image(path)
-    except UserError:
-        return False
-    return True
+        to_model_input(open_image(path), 3, 4)
+    except UserError as exc:
+        return str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+    return None
 
 
 def _holdout(split: FileSplit) -> dict[str, FileSplit]:

@@ -1,0 +1,136 @@
+"""``cnnlab export``: a trained model as one ONNX or TorchScript file that runs without cnnlab.
+
+The exported network takes normalised float32 images ``[batch, C, H, W]`` (any batch size) and
+returns class probabilities ``[batch, classes]``. How to prepare its input travels with it, as JSON
+(:func:`metadata`): in ONNX ``metadata_props`` (key ``cnnlab``, plus ``classes``, ``mean``, ``std``,
+``input_shape``), in TorchScript the extra file ``cnnlab.json``::
+
+    x = (pixels / 255 - mean) / std     # pixels: uint8 [batch, C, H, W], channel by channel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.api import Predictor, load
+from cnnlab.errors import UserError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+EXPORT_FORMAT = "cnnlab-export-1"
+OPSET = 17
+
+
+class WithProbabilities(nn.Module):
+    """A cnnlab model followed by what :func:`cnnlab.losses.probabilities` does to its outputs."""
+
+    def __init__(self, model: nn.Module, single_logit: bool = False):
+        super().__init__()
+        self.model = model
+        self.single_logit = single_logit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if self.single_logit:  # logistic regression: one logit → [1 − σ(z), σ(z)]
+            p1 = torch.sigmoid(out)
+            return torch.cat([1 - p1, p1], dim=1)
+        return torch.softmax(out, dim=1)
+
+
+def metadata(predictor: Predictor) -> dict[str, Any]:
+    """Everything needed to feed the exported model and read its answer."""
+    c, s = predictor.in_channels, predictor.image_size
+    return {
+        "format": EXPORT_FORMAT,
+        "model": predictor.config.model,
+        "dataset": predictor.config.dataset,
+        "classes": predictor.classes,
+        "input": {"name": "input", "shape": ["batch", c, s, s], "dtype": "float32"},
+        "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)], "dtype": "float32"},
+        "mean": list(predictor.mean),
+        "std": list(predictor.std),
+        "preprocessing": "x = (pixels / 255 - mean) / std per channel; pixels uint8 [batch, C, H, W]"
+        + ("; light ink on a dark background" if predictor.mean[0] < 0.5 and c == 1 else ""),
+    }
+
+
+def export(path: str | Path, format: str, out: str | Path | None = None) -> Path:
+    """Export the model of a run directory or checkpoint to ``out`` (default: beside the checkpoint,
+    ``model.onnx`` or ``model.torchscript.pt``); returns the written file."""
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    predictor = load(path)
+    target = Path(out) if out else predictor.path.parent / f"model{FORMATS[format]}"
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder; give a file name such as {target / ('model' + FORMATS[format])}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
+    single_logit = predictor.config.loss == "logistic"
+    net = WithProbabilities(predictor.model, single_logit).float().cpu().eval()
+    example = torch.zeros(2, predictor.in_channels, predictor.image_size, predictor.image_size)
+    meta = metadata(predictor)
+    try:
+        if format == "onnx":
+            _export_onnx(net, example, meta, target)
+        else:
+            _export_torchscript(net, example, meta, target)
+    except OSError as exc:
+        raise UserError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
+    return target
+
+
+def _export_onnx(net: nn.Module, example: torch.Tensor, meta: dict[str, Any], target: Path) -> None:
+    """TorchScript-based ONNX exporter (no extra dependency), batch dimension dynamic, metadata attached."""
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter: the dynamo one needs onnxscript
+        torch.onnx.export(
+            net, (example,), str(target), dynamo=False, opset_version=OPSET,
+            input_names=["input"], output_names=["probabilities"],
+            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+        )  # fmt: skip
+    proto = onnx.load(str(target))
+    props = {
+        "cnnlab": json.dumps(meta),
+        "classes": json.dumps(meta["classes"]),
+        "mean": json.dumps(meta["mean"]),
+        "std": json.dumps(meta["std"]),
+        "input_shape": json.dumps(meta["input"]["shape"]),
+    }
+    onnx.helper.set_model_props(proto, props)
+    proto.doc_string = meta["preprocessing"]
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(target))
+
+
+def _export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, Any], target: Path) -> None:
+    """``torch.jit.script`` (shape-independent, so any batch size works), metadata as ``cnnlab.json``.
+    torch 2.14 marks torch.jit deprecated but it still works and is what C++/libtorch loads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(net)
+        torch.jit.save(scripted, str(target), _extra_files={"cnnlab.json": json.dumps(meta)})
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help="write the model as ONNX or TorchScript, with its preprocessing")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx (onnxruntime) or torchscript")
+    p.add_argument("--out", metavar="FILE", help="output file (default: model.onnx / model.torchscript.pt in the run)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    target = export(args.run, args.format, args.out)
+    print(f"{args.format} model saved to {target}")
+    print("input: float32 [batch, C, H, W] = (pixels / 255 - mean) / std; output: probabilities [batch, classes]")
+    return 0

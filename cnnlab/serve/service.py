@@ -1,0 +1,151 @@
+"""What the web page and the JSON API ask of a trained model, without any web framework.
+
+:class:`ModelService` loads a run once and answers two questions: what model is this
+(:meth:`ModelService.info`) and what is in this image (:meth:`ModelService.predict`: classes,
+probabilities, the input as the network sees it and the feature maps of each convolution).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.api import Predictor, load
+from cnnlab.errors import UserError
+from cnnlab.serve.preprocess import decode_image, prepare_image
+
+MAX_CHANNELS = 32  # feature maps shown per layer
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    """uint8 [H, W] (grey) or [H, W, 3] (colour) → base64 of a PNG file."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_base64(image: torch.Tensor) -> str:
+    """uint8 [C, H, W] → base64 PNG (grey for one channel, RGB for three)."""
+    pixels = image.permute(1, 2, 0).numpy()
+    return png_base64(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+
+
+@functools.cache
+def _viridis() -> np.ndarray:
+    """matplotlib's viridis as a lookup table: uint8 [256, 3]."""
+    import matplotlib
+
+    return (matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def tile(images: np.ndarray, gap: int = 1, fill: int = 255) -> tuple[np.ndarray, int, int]:
+    """uint8 [N, H, W, ...] → one image of the N tiles in a near-square grid, ``gap`` pixels of
+    ``fill`` between them; returns (image, rows, cols)."""
+    n, h, w = images.shape[:3]
+    cols = max(1, int(np.ceil(np.sqrt(n))))
+    rows = max(1, int(np.ceil(n / cols)))
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *images.shape[3:]), fill, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = image
+    return grid, rows, cols
+
+
+def feature_map_pngs(maps: list[tuple[str, torch.Tensor]], max_channels: int = MAX_CHANNELS) -> list[dict[str, Any]]:
+    """Each layer's activations [C, H, W] → one PNG of its first ``max_channels`` channels in a grid
+    (white lines between them), each channel scaled to its own range: its minimum → dark violet, its maximum →
+    yellow (viridis)."""
+    lut = _viridis()
+    layers = []
+    for name, full in maps:
+        m = full.float().cpu()[:max_channels]
+        low = m.amin(dim=(1, 2), keepdim=True)
+        span = (m.amax(dim=(1, 2), keepdim=True) - low).clamp_min(1e-8)
+        levels = ((m - low) / span * 255).round().to(torch.uint8).numpy()
+        grid, rows, cols = tile(lut[levels])
+        layers.append(
+            {"name": name, "shape": list(full.shape), "shown": len(levels), "rows": rows, "cols": cols,
+             "png": png_base64(grid)}
+        )  # fmt: skip
+    return layers
+
+
+class ModelService:
+    """A loaded run, ready to answer the page: one model, its classes and how to feed it."""
+
+    def __init__(self, run_or_checkpoint: str | Path):
+        self.predictor: Predictor = load(run_or_checkpoint)
+        self.dark_background = self.predictor.mean[0] < 0.5  # MNIST-like: light ink on dark
+        self.run_config = _read_run_config(self.predictor.path.parent)
+
+    def info(self) -> dict[str, Any]:
+        """Architecture, dataset, classes, normalisation and the run's recorded accuracy."""
+        p, cfg = self.predictor, self.predictor.config
+        result = self.run_config.get("result") or {}
+        return {
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "classes": p.classes,
+            "input_shape": [p.in_channels, p.image_size, p.image_size],
+            "mean": list(p.mean),
+            "std": list(p.std),
+            "light_on_dark": self.dark_background,
+            "parameters": sum(t.numel() for t in p.model.parameters()),
+            "layers": [str(layer) for layer in p.model],
+            "status": self.run_config.get("status"),
+            "best_val_acc": result.get("best_val_acc"),
+            "final_val_acc": result.get("final_val_acc"),
+            "epochs": result.get("epochs_done"),
+            "checkpoint": p.path.name,
+        }
+
+    def prepare(self, data: bytes) -> torch.Tensor:
+        """Image bytes → uint8 [C, H, W] as the model sees it; any image it cannot use is a UserError."""
+        p = self.predictor
+        try:
+            return prepare_image(decode_image(data), p.in_channels, p.image_size, self.dark_background)
+        except UserError:
+            raise
+        except Exception as exc:  # an odd mode or a malformed file that slipped past the decoder: bad input
+            raise UserError(f"upload: cannot use this image ({type(exc).__name__}: {exc})") from None
+
+    def predict(self, data: bytes, topk: int = 3) -> dict[str, Any]:
+        """Image bytes → top class, every class's probability, the prepared input and the feature maps."""
+        from cnnlab.data import normalize
+        from cnnlab.plots import feature_maps
+
+        p = self.predictor
+        image = self.prepare(data)
+        with torch.no_grad():
+            probs = p.probabilities(image.unsqueeze(0))[0]
+            dtype = next(p.model.parameters()).dtype
+            x = normalize(image.unsqueeze(0).to(p.device), p.mean, p.std).to(dtype)
+            maps = feature_maps(p.model, x)
+        values, index = probs.topk(min(topk, len(probs)))
+        top = [[p.classes[int(i)], float(v)] for v, i in zip(values, index)]
+        return {
+            "label": top[0][0],
+            "probability": top[0][1],
+            "probabilities": {name: float(v) for name, v in zip(p.classes, probs)},
+            "topk": top,
+            "input": image_base64(image),
+            "feature_maps": feature_map_pngs(maps),
+        }
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.json`` if it is there and readable, else nothing (a bare checkpoint)."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}

@@ -1,0 +1,220 @@
+// The draw-a-digit page: a canvas with undo, an upload, and the model's answer from /api/predict.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const LINE_WIDTH = 18; // on the 280-pixel canvas: about MNIST's stroke once scaled to 20 pixels
+
+let classes = [];
+let strokes = []; // each stroke: a list of [x, y] points in canvas pixels
+let current = null;
+let background = null; // an uploaded image, drawn under the strokes
+let requestId = 0;
+
+// ---- drawing ---------------------------------------------------------------------------------
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
+}
+
+function drawStroke(stroke) {
+  ctx.beginPath();
+  if (stroke.length === 1) {
+    ctx.arc(stroke[0][0], stroke[0][1], LINE_WIDTH / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
+  }
+  ctx.moveTo(stroke[0][0], stroke[0][1]);
+  for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
+  ctx.stroke();
+}
+
+function redraw() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  if (background) {
+    const scale = Math.min(pad.width / background.width, pad.height / background.height);
+    const w = background.width * scale, h = background.height * scale;
+    ctx.imageSmoothingEnabled = scale < 1;
+    ctx.drawImage(background, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+  }
+  ctx.strokeStyle = ctx.fillStyle = "#000";
+  ctx.lineWidth = LINE_WIDTH;
+  ctx.lineCap = ctx.lineJoin = "round";
+  strokes.forEach(drawStroke);
+  if (current) drawStroke(current);
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  current = [point(event)];
+  redraw();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  current.push(point(event));
+  redraw();
+});
+
+function endStroke() {
+  if (!current) return;
+  strokes.push(current);
+  current = null;
+  redraw();
+  predictDrawing();
+}
+
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+document.getElementById("undo").addEventListener("click", () => {
+  if (strokes.length) strokes.pop();
+  else background = null;
+  redraw();
+  if (strokes.length || background) predictDrawing();
+  else resetResult();
+});
+
+document.getElementById("clear").addEventListener("click", () => {
+  strokes = [];
+  background = null;
+  redraw();
+  resetResult();
+});
+
+document.getElementById("predict").addEventListener("click", predictDrawing);
+
+document.getElementById("upload").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  const image = new Image();
+  image.onload = () => { background = image; strokes = []; redraw(); };
+  image.src = URL.createObjectURL(file);
+  const form = new FormData();
+  form.append("file", file);
+  ask({ method: "POST", body: form });
+});
+
+// ---- asking the model ------------------------------------------------------------------------
+
+function predictDrawing() {
+  if (!strokes.length && !background) {
+    say("Draw something first.");
+    return;
+  }
+  const image = pad.toDataURL("image/png");
+  ask({ method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }) });
+}
+
+async function ask(options) {
+  const id = ++requestId;
+  document.getElementById("result").dataset.state = "busy";
+  try {
+    const response = await fetch("/api/predict", options);
+    const answer = await response.json();
+    if (id !== requestId) return; // a newer drawing was sent meanwhile
+    if (!response.ok) throw new Error(answer.detail || response.statusText);
+    show(answer);
+    say("");
+  } catch (error) {
+    if (id !== requestId) return;
+    document.getElementById("result").dataset.state = "error";
+    say(`error: ${error.message}`);
+  }
+}
+
+// ---- showing the answer ----------------------------------------------------------------------
+
+function say(text) {
+  document.getElementById("message").textContent = text;
+}
+
+function percent(p) {
+  return `${(100 * p).toFixed(1)}%`;
+}
+
+function buildBars() {
+  const bars = document.getElementById("bars");
+  bars.replaceChildren();
+  for (const name of classes) {
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.dataset.class = name;
+    row.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span><span class="value"></span>';
+    row.querySelector(".name").textContent = name;
+    bars.appendChild(row);
+  }
+}
+
+function resetResult() {
+  document.getElementById("result").dataset.state = "empty";
+  document.getElementById("label").textContent = "–";
+  document.getElementById("confidence").textContent = "";
+  for (const row of document.querySelectorAll("#bars .bar")) {
+    row.classList.remove("top");
+    row.querySelector(".fill").style.width = "0";
+    row.querySelector(".value").textContent = "";
+  }
+  document.getElementById("input-image").removeAttribute("src");
+  document.getElementById("maps").replaceChildren();
+  say("");
+}
+
+function show(answer) {
+  const result = document.getElementById("result");
+  result.dataset.state = "done";
+  result.dataset.label = answer.label;
+  document.getElementById("label").textContent = answer.label;
+  document.getElementById("confidence").textContent = percent(answer.probability);
+  for (const row of document.querySelectorAll("#bars .bar")) {
+    const p = answer.probabilities[row.dataset.class] || 0;
+    row.classList.toggle("top", row.dataset.class === answer.label);
+    row.querySelector(".fill").style.width = percent(p);
+    row.querySelector(".value").textContent = percent(p);
+  }
+  const input = document.getElementById("input-image");
+  input.src = `data:image/png;base64,${answer.input}`;
+  showMaps(answer.feature_maps);
+}
+
+function showMaps(layers) {
+  const maps = document.getElementById("maps");
+  maps.replaceChildren();
+  for (const layer of layers) {
+    const [channels, h, w] = layer.shape;
+    const width = layer.cols * (w + 1) - 1;
+    const figure = document.createElement("figure");
+    figure.className = "layer";
+    const img = document.createElement("img");
+    img.className = "pixelated";
+    img.alt = `${layer.name} feature maps`;
+    img.width = width * Math.max(1, Math.floor(240 / width));
+    img.src = `data:image/png;base64,${layer.png}`;
+    const caption = document.createElement("figcaption");
+    const shown = layer.shown < channels ? ` (first ${layer.shown})` : "";
+    caption.textContent = `${layer.name}: ${channels} × ${h} × ${w}${shown}`;
+    figure.append(img, caption);
+    maps.appendChild(figure);
+  }
+}
+
+// ---- start -----------------------------------------------------------------------------------
+
+async function start() {
+  redraw();
+  const response = await fetch("/api/model");
+  const info = await response.json();
+  classes = info.classes;
+  buildBars();
+  const accuracy = info.best_val_acc == null ? "" : ` · validation accuracy ${percent(info.best_val_acc)}`;
+  const [c, h, w] = info.input_shape;
+  document.getElementById("model-info").textContent =
+    `${info.model} on ${info.dataset} · ${info.parameters.toLocaleString("en")} parameters · input ${c}×${h}×${w}${accuracy}`;
+  document.getElementById("input-caption").textContent = `input ${h}×${w}`;
+  document.body.dataset.ready = "true";
+}
+
+start().catch((error) => say(`error: cannot load the model (${error.message})`));

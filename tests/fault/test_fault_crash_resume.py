@@ -1,0 +1,111 @@
+"""kill -9 and Ctrl-C at real moments of a real training process, then ``--resume`` until finished:
+the result must be bit-identical to one uninterrupted run with the same flags."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from faultkit import (
+    TRAIN,
+    assert_same_training,
+    kill,
+    metric_rows,
+    mtime,
+    run_for,
+    start,
+    status,
+    temporaries,
+    wait_until,
+)
+
+from cnnlab.cli import main
+
+
+def in_process(argv: list[str]) -> int:
+    """``cnnlab ARGV`` run in this process (no import cost), leaving torch's thread count as it was."""
+    threads = torch.get_num_threads()
+    try:
+        return main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run with the crash tests' flags."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert in_process([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def test_kill_9_and_ctrl_c_at_real_moments_then_resume_gives_the_same_run(tmp_path: Path, reference: Path):
+    """One run, interrupted three ways, resumed with no other flag each time, then finished:
+    kill -9 right after ``config.json`` (before or at the first checkpoint), kill -9 at a random
+    moment inside a checkpoint write, Ctrl-C at a random moment (exit 130, a checkpoint, the resume
+    command). Each process is a real ``python -m cnnlab``."""
+    run, log = tmp_path / "run", tmp_path / "stderr.log"
+    rng = random.Random(6)
+    faults: list[str] = []
+
+    proc = start(*TRAIN, "--out", str(run), log=log)
+    wait_until(lambda: (run / "config.json").exists(), proc)
+    code = kill(proc)
+    faults.append(f"kill -9 after config.json: exit {code}, last.pt there: {(run / 'last.pt').exists()}")
+    assert code == -signal.SIGKILL
+
+    for _ in range(3):  # a write takes milliseconds: the kill may land just after it, then try again
+        proc = start("train", "--resume", str(run), log=log)
+        before = mtime(run / "last.pt")
+        wait_until(lambda b=before: mtime(run / "last.pt") != b, proc)  # it is training
+        delay = rng.uniform(0.0, 0.3)
+        run_for(proc, delay)
+        wait_until(lambda p=proc: bool(temporaries(run, p.pid)), proc)  # the next write begins
+        code = kill(proc)
+        left = temporaries(run, proc.pid)
+        faults.append(f"kill -9 in the first write {delay:.2f}s after a checkpoint: exit {code}, left {left}")
+        if left:
+            break
+    assert code == -signal.SIGKILL and left  # the kill landed inside save_atomic
+
+    log.write_text("")
+    proc = start("train", "--resume", str(run), log=log)
+    before = mtime(run / "last.pt")
+    assert wait_until(lambda: mtime(run / "last.pt") != before, proc)
+    delay = rng.uniform(0.0, 0.3)
+    run_for(proc, delay)
+    code = kill(proc, signal.SIGINT)
+    message = log.read_text()
+    faults.append(f"Ctrl-C {delay:.2f}s after a checkpoint: exit {code}, {message.strip()!r}")
+    assert code == 130, message
+    assert f"Resume with: cnnlab train --resume {run}" in message and "Traceback" not in message
+    assert status(run) == "interrupted" and (run / "last.pt").is_file()
+
+    final = run_cli("train", "--resume", str(run))
+    assert final.returncode == 0, final.stderr
+    print("\n".join(faults))
+    assert status(run) == "finished"
+    assert not temporaries(run)  # what the killed writers left was cleaned up
+    assert [row["epoch"] for row in metric_rows(run)] == ["1", "2"]  # no duplicate rows
+    assert_same_training(run, reference)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(
+    tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture
+):
+    """What a kill between ``config.json`` and the first checkpoint leaves: a running run, no .pt files."""
+    run = tmp_path / "run"
+    run.mkdir()
+    config = json.loads((reference / "config.json").read_text())
+    config["status"] = "running"
+    (run / "config.json").write_text(json.dumps(config))
+    (run / ".last.pt.tmp999999999").write_bytes(b"half a checkpoint")  # a dead writer's leftover
+    assert in_process(["train", "--resume", str(run)]) == 0
+    assert "stopped before its first checkpoint; starting it over" in capsys.readouterr().err
+    assert status(run) == "finished" and not temporaries(run)
+    assert_same_training(run, reference)

@@ -1,0 +1,114 @@
+"""``cnnlab bench``: its pieces measured against first principles, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from conftest import run_cli
+from torch import nn
+
+from cnnlab.bench import PeakMemory, TutorialDataset, flops_per_image, matmul_peak_gflops, synthetic_data
+from cnnlab.cli import main
+from cnnlab.data import normalize
+from cnnlab.models import build_model
+
+SIDE_KEYS = {
+    "train_seconds", "val_seconds", "seconds_per_epoch", "images_per_second", "gflops", "fraction_of_peak",
+    "peak_memory_mb", "val_accuracy", "val_loss",
+}  # fmt: skip
+TOP_KEYS = {
+    "device", "threads", "dataset", "train_images", "val_images", "model", "epochs", "batch_size",
+    "forward_flops_per_image", "train_flops_per_image", "matmul_gflops", "floor_seconds_per_epoch",
+    "reference", "cnnlab", "speedup", "accuracy_difference",
+}  # fmt: skip
+
+
+def _conv_linear_macs(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(all multiply-adds, those of the first layer) of one image's forward, from the layer shapes."""
+    macs: list[int] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs.append(output[0].numel() * k)
+        elif isinstance(module, nn.Linear):
+            macs.append(module.in_features * module.out_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return sum(macs), macs[0]
+
+
+def test_flop_count_matches_the_layer_arithmetic():
+    """Forward: 2 FLOPs per multiply-add of every conv and linear layer. Training: forward plus the
+    weight gradients plus the input gradients of every layer but the first (≈ 3× forward)."""
+    data = synthetic_data(20)
+    for name in ("seednet", "fastnet"):
+        model = build_model(name, 1, 28, 10)
+        forward, train = flops_per_image(model, data)
+        macs, first = _conv_linear_macs(model, (1, 28, 28))
+        assert forward == 2 * macs
+        assert train == 2 * (3 * macs - first)
+
+
+def test_synthetic_digits_are_deterministic_and_their_labels_are_in_the_pixels():
+    data = synthetic_data(600)
+    again = synthetic_data(600)
+    train, val = data.splits["train"], data.splits["val"]
+    assert train.images.shape == (600, 1, 28, 28) and train.images.dtype == torch.uint8 and len(val) == 100
+    assert torch.equal(train.images, again.splits["train"].images)
+    # the nearest class mean (from the training images) names the validation labels
+    means = torch.stack([train.images[train.labels == c].float().mean(0) for c in range(10)])
+    distance = ((val.images.float().unsqueeze(1) - means.unsqueeze(0)) ** 2).flatten(2).sum(2)
+    assert (distance.argmin(1) == val.labels).float().mean() > 0.7
+
+
+def test_tutorial_dataset_gives_what_cnnlab_normalises_on_the_device():
+    data = synthetic_data(30)
+    split = data.splits["train"]
+    dataset = TutorialDataset(split, data.mean, data.std)
+    x, label = dataset[7]
+    assert label == int(split.labels[7])
+    assert torch.allclose(x, normalize(split.images[7:8], data.mean, data.std)[0], atol=1e-6)
+
+
+def test_peak_memory_sees_a_large_allocation():
+    memory = PeakMemory(torch.device("cpu"))
+    memory.reset()
+    before = memory.peak_mb()
+    block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
+    assert memory.peak_mb() - before > 60
+    del block
+
+
+def test_matmul_peak_is_a_positive_rate():
+    assert matmul_peak_gflops(torch.device("cpu"), size=128, repeats=2) > 0
+
+
+def test_bench_command_end_to_end_on_a_tiny_synthetic_set():
+    result = run_cli("bench", "--synthetic", "512", "--epochs", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) >= TOP_KEYS
+    assert (report["train_images"], report["val_images"], report["model"]) == (512, 85, "seednet")
+    for side in ("reference", "cnnlab"):
+        numbers = report[side]
+        assert set(numbers) >= SIDE_KEYS
+        assert len(numbers["train_seconds"]) == 1 and numbers["seconds_per_epoch"] > 0
+        assert numbers["images_per_second"] == 512 / numbers["seconds_per_epoch"]
+        assert 0 <= numbers["val_accuracy"] <= 1 and numbers["peak_memory_mb"] > 0
+    assert report["speedup"] == report["reference"]["seconds_per_epoch"] / report["cnnlab"]["seconds_per_epoch"]
+
+
+def test_bench_text_report_and_user_errors(capsys):
+    assert main(["bench", "--synthetic", "64", "--epochs", "1", "--batch-size", "32", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "reference" in out and "speedup" in out and "GFLOP/s" in out
+    assert main(["bench", "--synthetic", "5"]) == 2
+    assert "at least 10" in capsys.readouterr().err
+    assert main(["bench", "--model", "nope", "--synthetic", "64"]) == 2
+    assert "unknown model" in capsys.readouterr().err

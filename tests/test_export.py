@@ -1,0 +1,106 @@
+"""``cnnlab export``: ONNX (onnxruntime) and TorchScript (torch.jit.load) give cnnlab's probabilities."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from conftest import run_cli
+
+import cnnlab
+from cnnlab.api import checkpoint_header
+from cnnlab.checkpoint import save_atomic
+from cnnlab.cli import main as cli_main
+from cnnlab.config import TrainConfig
+from cnnlab.data import Data, normalize
+from cnnlab.errors import UserError
+from cnnlab.export import export
+from cnnlab.models import build_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the trained run's best.pt, so exports land beside it and not in the shared run."""
+    path = tmp_path_factory.mktemp("export") / "best.pt"
+    shutil.copy(trained_run / "best.pt", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path, mnist5k) -> tuple[np.ndarray, np.ndarray]:
+    """64 real validation digits, normalised as the metadata says, and cnnlab's probabilities for them."""
+    predictor = cnnlab.load(checkpoint)
+    images = mnist5k.splits["val"].images[:64]
+    x = normalize(images, predictor.mean, predictor.std).float().numpy()
+    return x, predictor.probabilities(images).numpy()
+
+
+def test_onnx_matches_cnnlab_for_any_batch_size(checkpoint: Path, reference, tmp_path: Path):
+    path = export(checkpoint, "onnx", tmp_path / "digits.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, expected = reference
+    assert session.get_inputs()[0].shape[0] == "batch"
+    for batch in (x[:1], x[:7], x):
+        (probs,) = session.run(["probabilities"], {"input": batch})
+        np.testing.assert_allclose(probs, expected[: len(batch)], atol=1e-5, rtol=0)
+
+
+def test_onnx_metadata_documents_the_preprocessing(checkpoint: Path, tmp_path: Path):
+    props = {p.key: p.value for p in onnx.load(str(export(checkpoint, "onnx", tmp_path / "m.onnx"))).metadata_props}
+    meta = json.loads(props["cnnlab"])
+    assert json.loads(props["classes"]) == [str(i) for i in range(10)] == meta["classes"]
+    assert json.loads(props["mean"]) == pytest.approx([0.1307]) and json.loads(props["std"]) == pytest.approx([0.3081])
+    assert json.loads(props["input_shape"]) == ["batch", 1, 28, 28]
+    assert meta["model"] == "seednet" and "(pixels / 255 - mean) / std" in meta["preprocessing"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_matches_cnnlab_and_carries_its_metadata(checkpoint: Path, reference, tmp_path: Path):
+    path = export(checkpoint, "torchscript", tmp_path / "m.torchscript.pt")
+    files = {"cnnlab.json": ""}
+    model = torch.jit.load(str(path), _extra_files=files)
+    meta = json.loads(files["cnnlab.json"])
+    assert meta["classes"] == [str(i) for i in range(10)] and meta["input"]["shape"] == ["batch", 1, 28, 28]
+    x, expected = reference
+    for n in (1, 5, len(x)):
+        with torch.no_grad():
+            probs = model(torch.from_numpy(x[:n])).numpy()
+        np.testing.assert_allclose(probs, expected[:n], atol=1e-5, rtol=0)
+
+
+def test_a_logistic_model_exports_two_class_probabilities(tmp_path: Path, mnist5k):
+    """A one-logit model (``--loss logistic``) exports [1 − σ(z), σ(z)], as cnnlab reports it."""
+    cfg = TrainConfig(loss="logistic", classes=["3", "8"])
+    torch.manual_seed(0)
+    model = build_model("seednet", 1, 28, 1)
+    data = Data("mnist5k", ["3", "8"], 1, 28, (0.1307,), (0.3081,))
+    save_atomic({**checkpoint_header(cfg, data), "model": model.state_dict()}, tmp_path / "best.pt")
+    predictor = cnnlab.load(tmp_path / "best.pt")
+    images = mnist5k.splits["val"].images[:9]
+    x = normalize(images, predictor.mean, predictor.std).float().numpy()
+    session = onnxruntime.InferenceSession(str(export(tmp_path / "best.pt", "onnx")))
+    (probs,) = session.run(None, {"input": x})
+    assert probs.shape == (9, 2)
+    np.testing.assert_allclose(probs, predictor.probabilities(images).numpy(), atol=1e-5, rtol=0)
+
+
+def test_export_cli_writes_beside_the_checkpoint_by_default(checkpoint: Path):
+    result = run_cli("export", str(checkpoint), "--format", "torchscript")
+    assert result.returncode == 0, result.stderr
+    assert (checkpoint.parent / "model.torchscript.pt").is_file()
+    assert "model.torchscript.pt" in result.stdout and "Warning" not in result.stderr
+
+
+def test_export_refuses_bad_requests_with_user_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(UserError, match="unknown export format"):
+        export(checkpoint, "tflite")
+    with pytest.raises(UserError, match="is a folder"):
+        export(checkpoint, "onnx", tmp_path)
+    assert cli_main(["export", str(tmp_path / "nothing"), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -1,0 +1,240 @@
+"""``cnnlab serve``: the MNIST-style preprocessing, and the JSON API through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import cnnlab
+from cnnlab.cli import main as cli_main
+from cnnlab.errors import UserError
+from cnnlab.serve.app import create_app
+from cnnlab.serve.preprocess import center_like_mnist, decode_image, prepare_image
+
+LIMIT = 200_000
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def drawn_like_the_page(digit: np.ndarray, offset: tuple[int, int] = (30, 90)) -> Image.Image:
+    """An MNIST digit as the page would send it: dark ink on a white, transparent-edged 280-pixel canvas."""
+    big = Image.fromarray(255 - digit).resize((168, 168), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGBA", (280, 280), (255, 255, 255, 0))
+    canvas.paste(big.convert("RGBA"), offset)
+    return canvas
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width``×``height`` pixels, followed by almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def client(trained_run: Path) -> TestClient:
+    with TestClient(create_app(trained_run, max_upload_bytes=LIMIT)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def val_digits(mnist5k) -> tuple[torch.Tensor, torch.Tensor]:
+    val = mnist5k.splits["val"]
+    return val.images[:120], val.labels[:120]
+
+
+# ---- preprocessing ------------------------------------------------------------------------------
+
+
+def test_center_like_mnist_fits_the_ink_in_a_20_pixel_box_centred_by_mass():
+    ink = np.zeros((90, 140), dtype=np.float32)
+    ink[10:70, 100:130] = 1.0  # a 60×30 bar far from the centre
+    out = center_like_mnist(ink, size=28, box=20)
+    rows = np.flatnonzero((out > 0.1).any(axis=1))
+    cols = np.flatnonzero((out > 0.1).any(axis=0))
+    assert out.shape == (28, 28) and rows[-1] - rows[0] + 1 == 20 and cols[-1] - cols[0] + 1 == 10
+    mass = out.sum()
+    cy = (out.sum(axis=1) * np.arange(28)).sum() / mass
+    cx = (out.sum(axis=0) * np.arange(28)).sum() / mass
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_center_like_mnist_leaves_a_blank_image_blank():
+    assert not center_like_mnist(np.zeros((50, 50), dtype=np.float32)).any()
+
+
+def test_prepare_image_inverts_a_drawing_only_when_the_backgrounds_differ(mnist5k):
+    digit = mnist5k.splits["val"].images[7, 0].numpy()
+    drawing = drawn_like_the_page(digit)
+    for_mnist = prepare_image(drawing, 1, 28, dark_background=True)
+    for_paper = prepare_image(drawing, 1, 28, dark_background=False)
+    assert for_mnist.shape == (1, 28, 28) and for_mnist.dtype == torch.uint8
+    assert for_mnist[0, 0, 0] == 0 and for_mnist.max() > 200  # light ink on black, like MNIST
+    assert torch.equal(for_paper, 255 - for_mnist)  # the same digit, dark on white
+    # an MNIST digit (already light on dark) is not inverted
+    assert prepare_image(Image.fromarray(digit), 1, 28, True).float().mean() < 80
+
+
+def test_prepare_image_keeps_mnist_digits_as_the_model_knows_them(trained_run: Path, val_digits):
+    predictor = cnnlab.load(trained_run)
+    images, labels = val_digits
+    prepared = torch.stack([prepare_image(Image.fromarray(im[0].numpy()), 1, 28, True) for im in images])
+    direct = (predictor.probabilities(images).argmax(1) == labels).float().mean()
+    again = (predictor.probabilities(prepared).argmax(1) == labels).float().mean()
+    assert again >= direct - 0.02
+
+
+def test_prepare_image_recovers_digits_drawn_big_and_off_centre(trained_run: Path, val_digits):
+    predictor = cnnlab.load(trained_run)
+    images, labels = val_digits
+    drawn = [drawn_like_the_page(im[0].numpy(), offset=(10 + i % 90, 100 - i % 90)) for i, im in enumerate(images)]
+    prepared = torch.stack([prepare_image(d, 1, 28, True) for d in drawn])
+    accuracy = (predictor.probabilities(prepared).argmax(1) == labels).float().mean()
+    naive = torch.stack([cnnlab.data.images.to_model_input(d, 1, 28, invert=True) for d in drawn])
+    naive_accuracy = (predictor.probabilities(naive).argmax(1) == labels).float().mean()
+    assert accuracy >= 0.8 and accuracy > naive_accuracy + 0.2
+
+
+def test_prepare_image_resizes_colour_images_as_they_are():
+    img = Image.new("RGB", (64, 48), (200, 30, 30))
+    out = prepare_image(img, 3, 32, dark_background=True)
+    assert out.shape == (3, 32, 32) and out[0].float().mean() > 190 and out[1].float().mean() < 40
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [(b"", "empty"), (b"hello, world\n", "not a readable image"), (png_header_only(5000, 5000), "too large"),
+     (png_header_only(100_000, 100_000), "too large")],
+)  # fmt: skip
+def test_decode_image_refuses_bad_bytes_with_a_user_error(data: bytes, message: str):
+    with pytest.raises(UserError, match=message):
+        decode_image(data)
+
+
+# ---- the JSON API -----------------------------------------------------------------------------
+
+
+def test_predict_a_real_validation_digit_uploaded_as_png(client: TestClient, digit_png: tuple[Path, str]):
+    path, label = digit_png
+    response = client.post("/api/predict", files={"file": ("digit.png", path.read_bytes(), "image/png")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["label"] == label
+    probs = answer["probabilities"]
+    assert list(probs) == [str(i) for i in range(10)] and sum(probs.values()) == pytest.approx(1, abs=1e-5)
+    assert answer["probability"] == pytest.approx(max(probs.values()))
+    assert [c for c, _ in answer["topk"]][0] == label and len(answer["topk"]) == 3
+    seen = Image.open(io.BytesIO(base64.b64decode(answer["input"])))
+    assert seen.size == (28, 28) and seen.mode == "L"
+    maps = [(m["name"], m["shape"]) for m in answer["feature_maps"]]
+    assert maps == [("conv1", [10, 12, 12]), ("conv2", [20, 4, 4])]
+    grid = Image.open(io.BytesIO(base64.b64decode(answer["feature_maps"][0]["png"])))
+    rows, cols = answer["feature_maps"][0]["rows"], answer["feature_maps"][0]["cols"]
+    assert grid.size == (cols * 13 - 1, rows * 13 - 1) and rows * cols >= 10
+
+
+def test_every_way_of_sending_an_image_gives_the_same_answer(client: TestClient, mnist5k):
+    val = mnist5k.splits["val"]
+    data = png_bytes(drawn_like_the_page(val.images[42, 0].numpy()))
+    encoded = base64.b64encode(data).decode()
+    answers = [
+        client.post("/api/predict", files={"file": ("d.png", data, "image/png")}),
+        client.post("/api/predict", json={"image": encoded}),
+        client.post("/api/predict", json={"image": "data:image/png;base64," + encoded}),
+        client.post("/api/predict", content=data, headers={"content-type": "image/png"}),
+    ]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    first = answers[0].json()
+    assert all(a.json()["probabilities"] == first["probabilities"] for a in answers[1:])
+    assert first["label"] == mnist5k.classes[int(val.labels[42])]
+
+
+def test_model_info_comes_from_the_run(client: TestClient, trained_run: Path):
+    info = client.get("/api/model").json()
+    result = json.loads((trained_run / "config.json").read_text())["result"]
+    assert info["model"] == "seednet" and info["dataset"] == "mnist5k"
+    assert info["classes"] == [str(i) for i in range(10)] and info["input_shape"] == [1, 28, 28]
+    assert info["best_val_acc"] == result["best_val_acc"] and info["light_on_dark"] is True
+    assert info["parameters"] == 8490
+
+
+def test_health_page_and_static_files(client: TestClient):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    page = client.get("/")
+    assert page.status_code == 200 and '<canvas id="pad"' in page.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_uploads_over_the_limit_are_refused_with_413(client: TestClient):
+    big = b"\x89PNG" + bytes(LIMIT)
+    assert client.post("/api/predict", files={"file": ("big.png", big, "image/png")}).status_code == 413
+    assert client.post("/api/predict", json={"image": base64.b64encode(big).decode()}).status_code == 413
+    chunked = client.post("/api/predict", content=iter([bytes(50_000)] * 5))  # no Content-Length
+    assert chunked.status_code == 413 and "too large" in chunked.json()["detail"]
+
+
+TRUNCATED = png_bytes(Image.new("L", (64, 64), 128))[:60]
+BAD_REQUESTS = {
+    "empty body": dict(content=b""),
+    "wrong form field": dict(files={"image": ("d.png", png_bytes(Image.new("L", (28, 28))), "image/png")}),
+    "text form field": dict(data={"file": "not a file"}, files={"other": ("x.txt", b"x", "text/plain")}),
+    "empty file": dict(files={"file": ("d.png", b"", "image/png")}),
+    "text file": dict(files={"file": ("notes.txt", b"just some text\n" * 20, "text/plain")}),
+    "truncated png": dict(files={"file": ("t.png", TRUNCATED, "image/png")}),
+    "huge dimensions": dict(files={"file": ("h.png", png_header_only(60_000, 60_000), "image/png")}),
+    "broken multipart": dict(
+        content=b"--xyz\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=xyz"}
+    ),
+    "invalid json": dict(content=b"{image:", headers={"content-type": "application/json"}),
+    "json list": dict(json=[1, 2, 3]),
+    "json without image": dict(json={"picture": "abc"}),
+    "json image not text": dict(json={"image": 12}),
+    "bad base64": dict(json={"image": "!!! not base64 !!!"}),
+    "base64 of text": dict(json={"image": base64.b64encode(b"hello").decode()}),
+    "raw garbage": dict(content=b"\x00\x01garbage", headers={"content-type": "application/octet-stream"}),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_input_is_a_400_with_a_message_never_a_500(client: TestClient, name: str):
+    response = client.post("/api/predict", **BAD_REQUESTS[name])
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail and "\n" not in detail
+
+
+@settings(max_examples=40, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6))
+def test_corrupted_pngs_never_cause_a_server_error(client: TestClient, flips: list[tuple[int, int]]):
+    data = bytearray(png_bytes(Image.new("L", (40, 30), 200).rotate(20, fillcolor=0)))
+    for position, value in flips:
+        data[position % len(data)] = value
+    response = client.post("/api/predict", files={"file": ("c.png", bytes(data), "image/png")})
+    assert response.status_code in (200, 400), response.text
+
+
+def test_serve_refuses_a_missing_run_with_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(UserError, match="no such run directory"):
+        create_app(tmp_path / "missing")
+    assert cli_main(["serve", str(tmp_path / "missing"), "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
