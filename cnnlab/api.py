@@ -292,7 +292,8 @@ def evaluate(
     outputs, labels = result.pop("outputs"), result.pop("labels")
     report = per_class_report(outputs, labels, data.classes)
     matrix = confusion_matrix(outputs, labels, len(data.classes))
-    safe = dataset.replace("/", "_").replace(":", "_")
+    name = Path(dataset.removeprefix("folder:")).name or "folder" if dataset.startswith("folder:") else dataset
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     out_dir = Path(out) if out else predictor.path.parent / f"eval-{safe}-{split}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _check_types(cfg: TrainConfig) -> None:
-    """Refuse values of the wrong type (from a TOML file or the API) before comparing any of them."""
+    """Refuse values of the wrong type (from a TOML file or the API) before comparing any of them.
+
+    Paths (``out``, ``data_dir``) may be given as ``pathlib.Path``; they are stored as strings.
+    """
+    for name in ("out", "data_dir"):
+        if isinstance(getattr(cfg, name), Path):
+            setattr(cfg, name, str(getattr(cfg, name)))
     for f in dataclasses.fields(cfg):
         value, kinds = getattr(cfg, f.name), _TYPES.get(str(f.type))
         if kinds is None:

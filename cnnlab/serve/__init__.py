@@ -33,8 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0 to 65535 (got {args.port})")
-    if args.max_upload_mb <= 0:
-        raise UserError(f"--max-upload-mb must be > 0 (got {args.max_upload_mb})")
+    if not 0 < args.max_upload_mb <= 1024:  # also refuses nan and inf
+        raise UserError(f"--max-upload-mb must be > 0 and at most 1024 (got {args.max_upload_mb})")
     if args.threads < 1:
         raise UserError(f"--threads must be ≥ 1 (got {args.threads})")
     torch.set_num_threads(args.threads)
