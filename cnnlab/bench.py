@@ -373,8 +373,15 @@ def _side_report(side: SideResult, n_train: int, train_flops: float, peak: float
 
 
 def _device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (Linux) or architecture."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     import platform
 
     return platform.processor() or platform.machine()

@@ -97,13 +97,18 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def fastnet(in_channels: int = 1, image_size: int = 28, num_classes: int = 10) -> nn.Sequential:
-    """A small modern CNN for accuracy per second: conv–BN–ReLU blocks of 32, 32 | pool | 64, 64 |
-    pool | 128, then global max-pool → classes."""
+    """A small modern CNN for accuracy per second: 3×3 conv–BN–ReLU blocks of 16 | pool | 32, 32 |
+    pool | 64, then global max-pool → classes.
+
+    Sized on a 2-core CPU (``benchmarks/time_to_98.py``): one block at full resolution and widths
+    that are multiples of 16 (what oneDNN's vector kernels want). With ``--recipe fast`` it passes
+    98 % on the official MNIST test set from the 4,000 mnist5k digits in about 5 s of training;
+    the earlier 32, 32 | 64, 64 | 128 version (8 epochs, batch 128) scored ~0.4 points more in ~8x the time."""
     return nn.Sequential(
-        *_conv_bn(in_channels, 32), *_conv_bn(32, 32), nn.MaxPool2d(2),
-        *_conv_bn(32, 64), *_conv_bn(64, 64), nn.MaxPool2d(2) if image_size >= 8 else nn.Identity(),
-        *_conv_bn(64, 128), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-        *_head(128, num_classes),
+        *_conv_bn(in_channels, 16), nn.MaxPool2d(2),
+        *_conv_bn(16, 32), *_conv_bn(32, 32), nn.MaxPool2d(2) if image_size >= 8 else nn.Identity(),
+        *_conv_bn(32, 64), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        *_head(64, num_classes),
     )  # fmt: skip
 
 

@@ -89,8 +89,8 @@ class Batches:
         self.channels_last = channels_last
         self.aug_generator = torch.Generator().manual_seed(seed + 7)
         shape = (1, len(data.mean), 1, 1)  # made once: a new CUDA tensor per batch would sync the host
-        self.mean = to_device(torch.tensor(data.mean), device).view(shape)
-        self.std = to_device(torch.tensor(data.std), device).view(shape)
+        self.mean = to_device(torch.tensor(data.mean, dtype=torch.float32), device).view(shape)
+        self.std = to_device(torch.tensor(data.std, dtype=torch.float32), device).view(shape)
 
     def __len__(self) -> int:
         return num_batches(self.n, self.batch_size)
