@@ -82,25 +82,7 @@ def train_steps(
         yield value, int((predict(out) == yb).sum()), len(yb)
 
 
-def train_numpy(
-    epochs: int = 9,
-    lr: float = 0.01,
-    momentum: float = 0.5,
-    batch_size: int = 64,
-    seed: int = 1,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = True,
-    *,
-    model: str = "seednet",
-    dataset: str = "mnist5k",
-    loss: str = "nll",
-    classes: list[str] | None = None,
-    data_dir: str = "./data",
-    dtype: Any = np.float32,
-    on_step: Callable[[int, float], None] | None = None,
-    max_steps: int | None = None,
-    data: ArrayData | None = None,
-) -> list[dict[str, Any]]:
+def train_numpy(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     """Train ``model`` (the tutorial's seednet) on ``dataset`` with the NumPy engine.
 
     Returns the per-epoch history; :func:`train_numpy_net` also returns the trained network.
@@ -112,12 +94,7 @@ def train_numpy(
     running means over the epoch's batches (computed before each step's update).
     ``max_steps`` stops after that many optimiser steps (the epoch is then evaluated as is).
     """
-    history, _ = train_numpy_net(
-        epochs, lr, momentum, batch_size, seed, on_epoch, progress, model=model, dataset=dataset,
-        loss=loss, classes=classes, data_dir=data_dir, dtype=dtype, on_step=on_step,
-        max_steps=max_steps, data=data,
-    )  # fmt: skip
-    return history
+    return train_numpy_net(*args, **kwargs)[0]
 
 
 def train_numpy_net(
