@@ -13,7 +13,6 @@ from cnnlab.errors import UserError
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-RECIPES = ("tutorial", "fast")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # reduce-overhead: CUDA graphs on a GPU
 MAX_FACTOR = 1e30  # a larger --lr or --weight-decay overflows float32 inside the optimiser step
 
