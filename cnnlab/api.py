@@ -141,7 +141,19 @@ def train(
         distributed.cleanup()
     if not world.is_main:  # rank 0 draws the pictures and finishes the run directory
         return TrainResult(run_dir, state.rows(), state.best_val_acc, model)
+    try:  # Ctrl-C from here on (its flag, or a KeyboardInterrupt) still leaves a resumable run
+        if stop_requested():
+            raise KeyboardInterrupt
+        return _finish_run(run_dir, state, model, data, cfg)
+    except KeyboardInterrupt:
+        runs.set_status(run_dir, "interrupted")
+        exc = Interrupted("stopped after training, before the final pictures; the checkpoints are complete")
+        exc.run_dir = run_dir
+        raise exc from None
 
+
+def _finish_run(run_dir: Path, state: Any, model: nn.Module, data: Data, cfg: TrainConfig) -> TrainResult:
+    """Write the final metrics, curves and confusion matrix (of ``best.pt``) and mark the run finished."""
     from cnnlab import plots  # matplotlib and torchmetrics load only when pictures are drawn
     from cnnlab.metrics import confusion_matrix
 
