@@ -13,7 +13,8 @@ Both train the same model from the same initial weights on the same data with th
 
 For each side :func:`bench` measures training seconds per epoch, images per second, the achieved
 GFLOP/s (FLOPs counted by ``FlopCounterMode``) against a timed fp32 matrix multiply, peak memory
-and the final validation accuracy.
+and the final validation accuracy. It also times the model's convolution kernels alone
+(:func:`conv_seconds_per_step`): the part of an epoch no loop around those kernels can save.
 """
 
 from __future__ import annotations
@@ -204,6 +205,61 @@ def flops_per_image(model: nn.Module, data: Data) -> tuple[float, float]:
     return forward, counter.get_total_flops() / 4
 
 
+def conv_seconds_per_step(
+    model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device, rounds: int = 10, repeats: int = 20
+) -> float:
+    """Seconds one training step spends in the model's convolution kernels alone.
+
+    Each ``Conv2d`` runs its forward and its backward (weight and bias gradients, and the input
+    gradient for every convolution but the first, whose input is the data) on the input it gets from
+    a real batch, in the memory format the trainer uses. The fastest of ``rounds`` rounds of
+    ``repeats`` steps is kept: a floor for these kernels on this machine, whatever loop calls them.
+    """
+    from cnnlab.data import make_batches
+
+    probe = copy.deepcopy(model).to(device).train()
+    if cfg.channels_last:
+        probe.to(memory_format=torch.channels_last)
+    batches = make_batches(data.splits["train"], data, cfg.batch_size, device, channels_last=cfg.channels_last)
+    x, _ = next(iter(batches.batches()))
+    convs = [m for m in probe.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return 0.0
+    inputs: dict[nn.Conv2d, torch.Tensor] = {}
+
+    def keep_input(conv: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        inputs[conv] = args[0].detach()
+
+    hooks = [conv.register_forward_pre_hook(keep_input) for conv in convs]
+    with torch.no_grad():
+        probe(x)
+    for hook in hooks:
+        hook.remove()
+    work = []
+    for conv in convs:
+        is_data = inputs[conv].data_ptr() == x.data_ptr()  # the data needs no gradient
+        conv_input = inputs[conv].requires_grad_(not is_data)
+        wrt = list(conv.parameters()) + ([] if is_data else [conv_input])
+        with torch.no_grad():
+            grad = torch.randn_like(conv(conv_input))
+        work.append((conv, conv_input, wrt, grad))
+
+    def one_step() -> None:
+        for conv, conv_input, wrt, grad in work:
+            torch.autograd.grad(conv(conv_input), wrt, grad)
+
+    one_step()  # warm-up: kernel selection, weight reorders
+    best = float("inf")
+    for _ in range(rounds):
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            one_step()
+        synchronize(device)
+        best = min(best, (time.perf_counter() - started) / repeats)
+    return best
+
+
 # --------------------------------------------------------------------------- the two loops
 
 
@@ -301,7 +357,9 @@ def bench(
     Returns one dict (what ``cnnlab bench --json`` prints): the setup, the hardware yardsticks
     (``matmul_gflops``, ``floor_seconds_per_epoch``) and per side ``seconds_per_epoch``,
     ``images_per_second``, ``gflops``, ``peak_memory_mb``, ``val_accuracy``; then ``speedup``
-    (reference seconds ÷ cnnlab seconds) and ``accuracy_difference`` (cnnlab − reference).
+    (reference seconds ÷ cnnlab seconds) and ``accuracy_difference`` (cnnlab − reference); and the
+    convolution kernels' own time (``conv_seconds_per_epoch``, from :func:`conv_seconds_per_step`),
+    their ``conv_share`` of cnnlab's epoch and ``speedup_ceiling`` (reference seconds ÷ theirs).
     """
     cfg = validate(
         TrainConfig(
@@ -336,6 +394,8 @@ def _measure(cfg: TrainConfig, data: Data, target: torch.device, matmul_size: in
         sides[name] = run(copy.deepcopy(initial), data, cfg, target)
         sides[name].peak_memory_mb = memory.peak_mb()
     n_train = len(data.splits["train"])
+    steps_per_epoch = -(-n_train // cfg.batch_size)
+    conv_seconds = conv_seconds_per_step(initial, data, cfg, target) * steps_per_epoch
     report = {
         "device": str(target),
         "device_name": _device_name(target),
@@ -352,11 +412,14 @@ def _measure(cfg: TrainConfig, data: Data, target: torch.device, matmul_size: in
         "train_flops_per_image": train_flops,
         "matmul_gflops": peak,
         "floor_seconds_per_epoch": train_flops * n_train / (peak * 1e9),
+        "conv_seconds_per_epoch": conv_seconds,
     }
     for name, side in sides.items():
         report[name] = _side_report(side, n_train, train_flops, peak)
     report["speedup"] = report["reference"]["seconds_per_epoch"] / report["cnnlab"]["seconds_per_epoch"]
     report["accuracy_difference"] = sides["cnnlab"].val_accuracy - sides["reference"].val_accuracy
+    report["conv_share"] = conv_seconds / report["cnnlab"]["seconds_per_epoch"]
+    report["speedup_ceiling"] = report["reference"]["seconds_per_epoch"] / conv_seconds if conv_seconds else None
     return report
 
 
@@ -411,6 +474,12 @@ def format_report(r: dict[str, Any]) -> str:
         f"speedup {r['speedup']:.1f}x  (cnnlab is {r['cnnlab']['seconds_per_epoch'] / r['floor_seconds_per_epoch']:.1f}x "
         f"the compute floor); accuracy difference {100 * r['accuracy_difference']:+.2f} points",
     ]
+    if r["speedup_ceiling"]:
+        lines.append(
+            f"convolution kernels alone: {r['conv_seconds_per_epoch']:.2f} s/epoch, "
+            f"{100 * r['conv_share']:.0f}% of cnnlab's epoch; a loop on these kernels tops out at "
+            f"{r['speedup_ceiling']:.1f}x here"
+        )
     return "\n".join(lines)
 
 
@@ -420,7 +489,9 @@ def format_report(r: dict[str, Any]) -> str:
 def register(subparsers: Any) -> None:
     """Add ``cnnlab bench`` to the CLI."""
     p = subparsers.add_parser(
-        "bench", help="the tutorial's training loop vs cnnlab's trainer: s/epoch, GFLOP/s, memory, accuracy"
+        "bench",
+        help="the tutorial's training loop vs cnnlab's trainer: s/epoch, GFLOP/s, memory, accuracy, "
+        "and the convolution kernels' own time",
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--dataset", default=None, help="an in-memory dataset (default mnist5k)")

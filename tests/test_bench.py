@@ -8,8 +8,16 @@ import torch
 from conftest import run_cli
 from torch import nn
 
-from cnnlab.bench import PeakMemory, TutorialDataset, flops_per_image, matmul_peak_gflops, synthetic_data
+from cnnlab.bench import (
+    PeakMemory,
+    TutorialDataset,
+    conv_seconds_per_step,
+    flops_per_image,
+    matmul_peak_gflops,
+    synthetic_data,
+)
 from cnnlab.cli import main
+from cnnlab.config import TrainConfig
 from cnnlab.data import normalize
 from cnnlab.models import build_model
 
@@ -20,7 +28,8 @@ SIDE_KEYS = {
 TOP_KEYS = {
     "device", "threads", "dataset", "train_images", "val_images", "model", "epochs", "batch_size",
     "forward_flops_per_image", "train_flops_per_image", "matmul_gflops", "floor_seconds_per_epoch",
-    "reference", "cnnlab", "speedup", "accuracy_difference",
+    "reference", "cnnlab", "speedup", "accuracy_difference", "conv_seconds_per_epoch", "conv_share",
+    "speedup_ceiling",
 }  # fmt: skip
 
 
@@ -85,6 +94,21 @@ def test_peak_memory_sees_a_large_allocation():
     del block
 
 
+def test_conv_time_covers_every_convolution_and_only_convolutions():
+    """A model without convolutions spends nothing in them; seednet's two take a positive time, and
+    the probe leaves the model's weights and gradients as they were."""
+    data = synthetic_data(64)
+    cfg = TrainConfig(batch_size=16, channels_last=True)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert conv_seconds_per_step(linear, data, cfg, torch.device("cpu")) == 0.0
+    model = build_model("seednet", 1, 28, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = conv_seconds_per_step(model, data, cfg, torch.device("cpu"), rounds=2, repeats=2)
+    assert 0 < seconds < float("inf")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_matmul_peak_is_a_positive_rate():
     assert matmul_peak_gflops(torch.device("cpu"), size=128, repeats=2) > 0
 
@@ -102,12 +126,15 @@ def test_bench_command_end_to_end_on_a_tiny_synthetic_set():
         assert numbers["images_per_second"] == 512 / numbers["seconds_per_epoch"]
         assert 0 <= numbers["val_accuracy"] <= 1 and numbers["peak_memory_mb"] > 0
     assert report["speedup"] == report["reference"]["seconds_per_epoch"] / report["cnnlab"]["seconds_per_epoch"]
+    conv = report["conv_seconds_per_epoch"]
+    assert conv > 0 and report["conv_share"] == conv / report["cnnlab"]["seconds_per_epoch"]
+    assert report["speedup_ceiling"] == report["reference"]["seconds_per_epoch"] / conv
 
 
 def test_bench_text_report_and_user_errors(capsys):
     assert main(["bench", "--synthetic", "64", "--epochs", "1", "--batch-size", "32", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "reference" in out and "speedup" in out and "GFLOP/s" in out
+    assert "reference" in out and "speedup" in out and "GFLOP/s" in out and "convolution kernels alone" in out
     assert main(["bench", "--synthetic", "5"]) == 2
     assert "at least 10" in capsys.readouterr().err
     assert main(["bench", "--model", "nope", "--synthetic", "64"]) == 2
