@@ -78,10 +78,11 @@ def plot_gallery(images: torch.Tensor, titles: list[str], path: str | Path, titl
 
 
 def _show(ax: Any, img: torch.Tensor) -> None:
+    """Draw one [C, H, W] uint8 image (matplotlib is given NumPy arrays, never tensors)."""
     if img.shape[0] == 1:
-        ax.imshow(img[0].cpu(), cmap="gray", vmin=0, vmax=255)
+        ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
     else:
-        ax.imshow(img.permute(1, 2, 0).cpu())
+        ax.imshow(img.permute(1, 2, 0).cpu().numpy())
 
 
 def plot_filters(weight: torch.Tensor, path: str | Path, title: str = "first-layer filters") -> Path:
@@ -96,7 +97,7 @@ def plot_filters(weight: torch.Tensor, path: str | Path, title: str = "first-lay
     for i, ax in enumerate(axes.flat[:n]):
         k = w[i]
         k = (k - k.min()) / (k.max() - k.min() + 1e-8)
-        ax.imshow(k.permute(1, 2, 0) if k.shape[0] == 3 else k[0], cmap=None if k.shape[0] == 3 else "gray")
+        ax.imshow((k.permute(1, 2, 0) if k.shape[0] == 3 else k[0]).numpy(), cmap=None if k.shape[0] == 3 else "gray")
         ax.set_title(str(i), fontsize=7)
     fig.suptitle(title, y=1.0 + 0.12 / rows)  # above the filter numbers, not on top of them
     return _save(fig, path)
@@ -126,7 +127,7 @@ def plot_feature_maps(model: nn.Sequential, x: torch.Tensor, path: str | Path, m
         ax.axis("off")
     for r, (name, m) in enumerate(maps):
         for c in range(min(cols, m.shape[0])):
-            axes[r, c].imshow(m[c].float().cpu(), cmap="viridis")
+            axes[r, c].imshow(m[c].float().cpu().numpy(), cmap="viridis")
         axes[r, 0].set_title(f"{name} {tuple(m.shape)}", fontsize=8, loc="left")
     return _save(fig, path)
 
