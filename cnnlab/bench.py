@@ -212,7 +212,7 @@ def conv_seconds_per_step(
 
     Each ``Conv2d`` runs its forward and its backward (weight and bias gradients, and the input
     gradient for every convolution but the first, whose input is the data) on the input it gets from
-    a real batch, in the memory format the trainer uses. The fastest of ``rounds`` rounds of
+    a real batch, in the memory format and precision the trainer uses. The fastest of ``rounds`` rounds of
     ``repeats`` steps is kept: a floor for these kernels on this machine, whatever loop calls them.
     """
     from cnnlab.data import make_batches
@@ -235,18 +235,21 @@ def conv_seconds_per_step(
         probe(x)
     for hook in hooks:
         hook.remove()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)  # as the trainer runs them
     work = []
     for conv in convs:
         is_data = inputs[conv].data_ptr() == x.data_ptr()  # the data needs no gradient
         conv_input = inputs[conv].requires_grad_(not is_data)
         wrt = list(conv.parameters()) + ([] if is_data else [conv_input])
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             grad = torch.randn_like(conv(conv_input))
         work.append((conv, conv_input, wrt, grad))
 
     def one_step() -> None:
         for conv, conv_input, wrt, grad in work:
-            torch.autograd.grad(conv(conv_input), wrt, grad)
+            with autocast:
+                output = conv(conv_input)
+            torch.autograd.grad(output, wrt, grad)
 
     one_step()  # warm-up: kernel selection, weight reorders
     best = float("inf")
