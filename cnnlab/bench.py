@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnnlab.config import TrainConfig, validate
+from cnnlab.config import COMPILE_MODES, TrainConfig, validate
 from cnnlab.data import Data, TensorSplit, epoch_order, load_data
 from cnnlab.data.registry import DIGITS
 from cnnlab.env import resolve_device
@@ -349,12 +349,13 @@ def bench(
     threads: int | None = None,
     channels_last: bool = True,
     compile: bool = False,
+    compile_mode: str = "default",
     amp: bool = False,
     matmul_size: int = 2048,
 ) -> dict[str, Any]:
     """Train ``model`` with the reference loop, then with cnnlab's trainer, and compare them.
 
-    ``channels_last``, ``compile`` and ``amp`` are the cnnlab side's execution flags (the reference
+    ``channels_last``, ``compile`` (``compile_mode``) and ``amp`` are the cnnlab side's execution flags (the reference
     runs the tutorial's way); ``threads`` applies to both and is restored afterwards.
 
     Returns one dict (what ``cnnlab bench --json`` prints): the setup, the hardware yardsticks
@@ -367,7 +368,8 @@ def bench(
     cfg = validate(
         TrainConfig(
             model=model, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, seed=seed,
-            device=device, threads=threads, channels_last=channels_last, compile=compile, amp=amp, progress=False,
+            device=device, threads=threads, channels_last=channels_last, compile=compile, compile_mode=compile_mode,
+            amp=amp, progress=False,
         )
     )  # fmt: skip
     target = resolve_device(cfg.device)
@@ -410,7 +412,12 @@ def _measure(cfg: TrainConfig, data: Data, target: torch.device, matmul_size: in
         "model": cfg.model,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
-        "cnnlab_flags": {"channels_last": cfg.channels_last, "compile": cfg.compile, "amp": cfg.amp},
+        "cnnlab_flags": {
+            "channels_last": cfg.channels_last,
+            "compile": cfg.compile or cfg.compile_mode != "default",
+            "amp": cfg.amp,
+        },
+        "compile_mode": cfg.compile_mode,
         "forward_flops_per_image": forward_flops,
         "train_flops_per_image": train_flops,
         "matmul_gflops": peak,
@@ -453,6 +460,14 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _flags(r: dict[str, Any]) -> str:
+    """The cnnlab side's execution flags in words: ``channels_last, compile (reduce-overhead)``."""
+    flags = [k for k, on in r["cnnlab_flags"].items() if on]
+    if r.get("compile_mode", "default") != "default":
+        flags = [f"compile ({r['compile_mode']})" if k == "compile" else k for k in flags]
+    return ", ".join(flags) or "no flags"
+
+
 def format_report(r: dict[str, Any]) -> str:
     """The bench result as a small table."""
     lines = [
@@ -462,7 +477,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['train_flops_per_image'] / 1e6:.3f} training; matmul peak {r['matmul_gflops']:.1f} GFLOP/s "
         f"→ compute floor {r['floor_seconds_per_epoch']:.2f} s/epoch",
         "reference: the tutorial's loop (per-sample PIL → ToTensor → Normalize, DataLoader, .item() per step); "
-        f"cnnlab: engine.fit ({', '.join(k for k, on in r['cnnlab_flags'].items() if on) or 'no flags'})",
+        f"cnnlab: engine.fit ({_flags(r)})",
         "",
         f"{'':<10} {'s/epoch':>8} {'images/s':>9} {'GFLOP/s':>8} {'of peak':>8} {'peak MB':>8} {'val acc':>8}",
     ]
@@ -515,6 +530,10 @@ def register(subparsers: Any) -> None:
         help="cnnlab side: channels-last memory format (default on: faster on the CPU)",
     )  # fmt: skip
     p.add_argument("--compile", action="store_true", help="cnnlab side: torch.compile the model")
+    p.add_argument(
+        "--compile-mode", choices=COMPILE_MODES, default="default",
+        help="cnnlab side: torch.compile mode (reduce-overhead replays CUDA graphs on a GPU); implies --compile",
+    )  # fmt: skip
     p.add_argument("--amp", action="store_true", help="cnnlab side: bfloat16 autocast")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
@@ -525,7 +544,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         dataset=args.dataset, synthetic=args.synthetic, data_dir=args.data_dir, model=args.model,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, seed=args.seed,
         device=args.device, threads=args.threads, channels_last=args.channels_last, compile=args.compile,
-        amp=args.amp,
+        compile_mode=args.compile_mode, amp=args.amp,
     )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
