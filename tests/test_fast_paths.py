@@ -1,5 +1,6 @@
 """The fast data paths: every sample once per epoch in the seeded order, augmentation that only moves
-(and, for photos, mirrors) pixels, the fast trainer learning as well as the tutorial's loop, and the compiled trainer computing what the eager one does."""
+(and, for photos, mirrors) pixels, the fast trainer learning as well as the tutorial's loop, and the
+compiled trainer computing what the eager one does."""
 
 from __future__ import annotations
 
