@@ -211,9 +211,10 @@ def conv_seconds_per_step(
     """Seconds one training step spends in the model's convolution kernels alone.
 
     Each ``Conv2d`` runs its forward and its backward (weight and bias gradients, and the input
-    gradient for every convolution but the first, whose input is the data) on the input it gets from
-    a real batch, in the memory format and precision the trainer uses. The fastest of ``rounds`` rounds of
-    ``repeats`` steps is kept: a floor for these kernels on this machine, whatever loop calls them.
+    gradient for every convolution but the first, whose input is the data) on the input it gets
+    from a real batch, in the memory format and precision the trainer uses. The fastest of
+    ``rounds`` rounds of ``repeats`` steps is kept: a floor for these kernels on this machine,
+    whatever loop calls them.
     """
     from cnnlab.data import make_batches
 
@@ -355,8 +356,9 @@ def bench(
 ) -> dict[str, Any]:
     """Train ``model`` with the reference loop, then with cnnlab's trainer, and compare them.
 
-    ``channels_last``, ``compile`` (``compile_mode``) and ``amp`` are the cnnlab side's execution flags (the reference
-    runs the tutorial's way); ``threads`` applies to both and is restored afterwards.
+    ``channels_last``, ``compile`` (and ``compile_mode``) and ``amp`` are the cnnlab side's
+    execution flags (the reference runs the tutorial's way); ``threads`` applies to both and is
+    restored afterwards.
 
     Returns one dict (what ``cnnlab bench --json`` prints): the setup, the hardware yardsticks
     (``matmul_gflops``, ``floor_seconds_per_epoch``) and per side ``seconds_per_epoch``,
@@ -386,6 +388,7 @@ def bench(
 def _measure(cfg: TrainConfig, data: Data, target: torch.device, matmul_size: int) -> dict[str, Any]:
     """The yardsticks, then both loops from the same initial weights; the report of :func:`bench`."""
     from cnnlab.api import model_for, seed_everything
+    from cnnlab.data.loaders import num_batches
 
     seed_everything(cfg.seed)
     initial = model_for(cfg, data)
@@ -399,8 +402,7 @@ def _measure(cfg: TrainConfig, data: Data, target: torch.device, matmul_size: in
         sides[name] = run(copy.deepcopy(initial), data, cfg, target)
         sides[name].peak_memory_mb = memory.peak_mb()
     n_train = len(data.splits["train"])
-    steps_per_epoch = -(-n_train // cfg.batch_size)
-    conv_seconds = conv_seconds_per_step(initial, data, cfg, target) * steps_per_epoch
+    conv_seconds = conv_seconds_per_step(initial, data, cfg, target) * num_batches(n_train, cfg.batch_size)
     report = {
         "device": str(target),
         "device_name": _device_name(target),
