@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from cnnlab.config import COMPILE_MODES
 from cnnlab.errors import UserError
 
 TRAIN_HELP = {
@@ -72,7 +73,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=S, help=text)
     p.add_argument("--dtype", choices=("float32", "float64"), default=S, help="parameter precision (default float32)")
     p.add_argument(
-        "--compile-mode", dest="compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default=S,
+        "--compile-mode", dest="compile_mode", choices=COMPILE_MODES, default=S,
         help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs, for small models on a GPU",
     )  # fmt: skip
     p.add_argument("--quiet", dest="progress", action="store_false", default=S, help="no progress bars or epoch lines")
