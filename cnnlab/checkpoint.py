@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.atomic import write_atomic
 from cnnlab.errors import UserError
 
 FORMAT = "cnnlab-checkpoint-1"
@@ -40,24 +41,16 @@ _TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` via a fsynced temporary file and an atomic rename."""
+    """``torch.save`` to ``path`` through :func:`cnnlab.atomic.write_atomic` (fsynced temporary file
+    made by mkstemp, atomic rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: torch.save(obj, f))
     except OSError as exc:
         raise UserError(
             f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous one is unchanged: "
             "free some disk space (or fix the folder) and continue with --resume"
         ) from None
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -74,7 +67,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the ``.NAME.tmpPID`` files that a killed process left in ``folder``; return them."""
+    """Delete the temporary files a killed writer left in ``folder`` (``.RANDOM.NAME.tmpPID`` from
+    :func:`cnnlab.atomic.write_atomic`, and the older ``.NAME.tmpPID``) whose process is gone; return them."""
     removed = []
     for path in folder.iterdir():
         match = _TEMPORARY.match(path.name)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
+from cnnlab.atomic import check_writable, write_atomic
 from cnnlab.errors import UserError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
@@ -42,21 +42,15 @@ def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"x" * 4096)
-        probe.unlink()
+        check_writable(path)
     except OSError as exc:
         raise UserError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
     return path
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` by ``text`` (UTF-8) with :func:`cnnlab.atomic.write_atomic`."""
+    write_atomic(path, text.encode("utf-8"))
 
 
 def versions() -> dict[str, str]:

@@ -151,3 +151,75 @@ def test_translate_shifts_within_bounds():
     for img in out:
         r, c = torch.nonzero(img[0])[0].tolist()
         assert abs(r - 4) <= 2 and abs(c - 4) <= 2 and img.sum() == 1
+
+
+def small_idx_test_folder(folder: Path, labels: list[int]) -> Path:
+    """t10k IDX files of ``len(labels)`` 4x4 images whose pixels are ``10 * i + row``."""
+    folder.mkdir()
+    images = np.array([[[10 * i + r] * 4 for r in range(4)] for i in range(len(labels))], np.uint8)
+    write_idx(folder / "t10k-images-idx3-ubyte", images)
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.array(labels, np.uint8))
+    return folder
+
+
+def test_a_valid_cache_entry_is_reused_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from cnnlab.data.cache import cached_tensors
+
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "source"
+    source.write_bytes(b"x")
+    built = []
+
+    def build() -> dict[str, torch.Tensor]:
+        built.append(1)
+        return {"images": torch.zeros(2, 1, 3, 3, dtype=torch.uint8), "labels": torch.tensor([4, 5])}
+
+    first, second = cached_tensors("t", [source], build), cached_tensors("t", [source], build)
+    assert len(built) == 1 and torch.equal(first["labels"], second["labels"])
+
+
+def cache_entry(folder: Path) -> Path:
+    (entry,) = folder.glob("mnist-*.pt")
+    return entry
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda e: e["tensors"]["labels"].fill_(7), "does not match its content hash"),
+        (lambda e: e["tensors"].pop("labels"), "is malformed"),
+        (lambda e: e.pop("sha256"), "does not match its content hash"),
+        (lambda e: e.update(key="0" * 64), "was made from other source files"),
+        (lambda e: e.pop("format"), "is not in this version's format"),
+    ],
+    ids=["labels-all-7", "missing-labels", "missing-hash", "other-source", "old-format"],
+)
+def test_an_altered_or_malformed_cache_entry_is_rebuilt_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, damage, reason: str
+):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(cache))
+    folder = small_idx_test_folder(tmp_path / "idx", [0, 1, 2, 3, 4, 5])
+    original = load_data("mnist", folder, ("test",), download=False).splits["test"]
+    entry = torch.load(cache_entry(cache), weights_only=True)
+    damage(entry)
+    torch.save(entry, cache_entry(cache))
+    capsys.readouterr()
+    again = load_data("mnist", folder, ("test",), download=False).splits["test"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: cache entry ") and reason in err, err
+    assert again.labels.tolist() == [0, 1, 2, 3, 4, 5] and torch.equal(again.images, original.images)
+    fresh = torch.load(cache_entry(cache), weights_only=True)  # the entry was rewritten whole
+    assert fresh["tensors"]["labels"].tolist() == [0, 1, 2, 3, 4, 5]
+    load_data("mnist", folder, ("test",), download=False)
+    assert capsys.readouterr().err == ""  # and is trusted again
+
+
+def test_an_unreadable_cache_entry_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(cache))
+    folder = small_idx_test_folder(tmp_path / "idx", [3, 1])
+    load_data("mnist", folder, ("test",), download=False)
+    cache_entry(cache).write_bytes(b"not a torch file")
+    assert load_data("mnist", folder, ("test",), download=False).splits["test"].labels.tolist() == [3, 1]
+    assert "is unreadable" in capsys.readouterr().err
