@@ -1,8 +1,10 @@
 """``cnnlab backprop``: prove the NumPy engine against autograd, or train with it.
 
     cnnlab backprop check [--model seednet] [--loss nll|ce|mse|logistic] [--json]
-    cnnlab backprop train [--epochs 9] [--lr 0.01] [--momentum 0.5] [--batch-size 64]
-                          [--seed 1] [--out DIR]
+    cnnlab backprop train [--epochs N] [--lr A] [--momentum M] [--batch-size B] [--seed S] [--out DIR]
+
+``backprop train`` takes its defaults from :class:`cnnlab.config.TrainConfig` (the tutorial's recipe) and
+writes a run directory that ``cnnlab eval``, ``predict``, ``export`` and ``serve`` read like any other.
 
 Exit codes: 0 success, 1 the check failed; user errors raise :class:`cnnlab.errors.UserError`.
 """
@@ -17,10 +19,14 @@ from typing import Any
 from cnnlab.errors import UserError
 
 LOSS_NAMES = ("nll", "ce", "mse", "logistic")
+# The TrainConfig options ``backprop train`` takes; the rest of its run is fixed (seednet, mnist5k, SGD, float32).
+TRAIN_OPTIONS = ("epochs", "lr", "momentum", "batch_size", "seed", "loss", "classes", "out", "progress")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``backprop`` command (with ``check`` and ``train``) to the main parser."""
+    from cnnlab.cli import add_option_flags  # train's defaults and help text come from cnnlab.config.TrainConfig
+
     p = subparsers.add_parser(
         "backprop",
         help="backpropagation from scratch in NumPy, checked against autograd",
@@ -37,21 +43,8 @@ def register(subparsers: Any) -> None:
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("train", help="train seednet on mnist5k with the NumPy engine (float32)")
-    t.add_argument("--epochs", type=int, default=9, help="passes over the training split (default 9)")
-    t.add_argument("--lr", type=float, default=0.01, help="learning rate α (default 0.01)")
-    t.add_argument("--momentum", type=float, default=0.5, help="SGD momentum μ (default 0.5)")
-    t.add_argument("--batch-size", type=int, default=64, help="images per SGD step (default 64)")
-    t.add_argument("--seed", type=int, default=1, help="seed for the initial weights and batch order (default 1)")
-    t.add_argument("--loss", default="nll", help="nll (default), ce, mse or logistic (logistic needs --classes)")
-    t.add_argument(
-        "--classes",
-        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
-        default=None,
-        help="keep only these classes, e.g. 3,8",
-    )
-    t.add_argument("--out", default=None, help="run directory (default runs/<time>-seednet-numpy-mnist5k)")
+    add_option_flags(t, TRAIN_OPTIONS)
     t.add_argument("--overwrite", action="store_true", help="reuse an --out folder that already holds a run")
-    t.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     t.set_defaults(func=cmd_train)
 
 
@@ -73,58 +66,55 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if result["passed"] else 1
 
 
-def _validate_train(args: argparse.Namespace) -> None:
+def train_config(args: argparse.Namespace) -> Any:
+    """The :class:`~cnnlab.config.TrainConfig` of a ``backprop train`` run: the flags given, the
+    fields' defaults for the rest, and the engine's fixed choices (seednet on mnist5k, SGD, float32)."""
+    from cnnlab.config import TrainConfig
+
+    given = {name: getattr(args, name) for name in TRAIN_OPTIONS if hasattr(args, name)}
+    return TrainConfig(model="seednet", dataset="mnist5k", optimizer="sgd", dtype="float32", **given)
+
+
+def _validate_train(cfg: Any) -> None:
+    from cnnlab.config import validate
+
     checks = [
-        (args.epochs >= 1, f"--epochs must be at least 1 (got {args.epochs})"),
-        (args.lr > 0, f"--lr must be > 0 (got {args.lr})"),
-        (0 <= args.momentum < 1, f"--momentum must be in [0, 1) (got {args.momentum})"),
-        (args.batch_size > 0, f"--batch-size must be > 0 (got {args.batch_size})"),
-        (args.loss in LOSS_NAMES, f"unknown loss {args.loss!r}; choose one of: {', '.join(LOSS_NAMES)}"),
+        (cfg.epochs >= 1, f"--epochs must be at least 1 (got {cfg.epochs})"),
+        (cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})"),
+        (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1) (got {cfg.momentum})"),
+        (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
+        (cfg.loss in LOSS_NAMES, f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSS_NAMES)}"),
         (
-            args.loss != "logistic" or (args.classes is not None and len(args.classes) == 2),
+            cfg.loss != "logistic" or len(cfg.classes) == 2,
             "--loss logistic needs a two-class task: pass --classes A,B",
         ),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    validate(cfg)  # everything else a TrainConfig must satisfy, so that best.pt loads like any run's
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train with the NumPy engine and write a run directory like ``cnnlab train`` does:
-    config.json (options + status), metrics.csv, curves.png and weights.npz."""
-    import numpy as np
-
-    from cnnlab import plots, runs
+    """Train with the NumPy engine and write a run directory like ``cnnlab train`` does: config.json
+    (options + status), metrics.csv, curves.png, weights.npz (the NumPy weights) and best.pt (the
+    same weights in a torch checkpoint, so eval, predict, export and serve work on the run)."""
+    from cnnlab import runs
     from cnnlab.backprop.train import train_numpy_net
 
-    _validate_train(args)
-    dataset = "mnist5k"
-    run_dir = runs.create_run_dir(args.out or runs.default_run_dir("seednet-numpy", dataset), args.overwrite)
-    config = {
-        "engine": "numpy",
-        "model": "seednet",
-        "dataset": dataset,
-        "loss": args.loss,
-        "classes": args.classes or [],
-        "optimizer": "sgd",
-        "lr": args.lr,
-        "momentum": args.momentum,
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "dtype": "float32",
-        "out": str(run_dir),
-    }
-    runs.write_config(run_dir, config, "running")
+    cfg = train_config(args)
+    _validate_train(cfg)
+    run_dir = runs.create_run_dir(cfg.out or runs.default_run_dir("seednet-numpy", cfg.dataset), args.overwrite)
+    cfg = cfg.replace(out=str(run_dir))
+    runs.write_config(run_dir, {**cfg.to_dict(), "engine": "numpy"}, "running")
     history: list[dict[str, Any]] = []
 
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
         runs.write_metrics(run_dir, history)
-        if not args.quiet:
+        if cfg.progress:
             print(
-                f"epoch {row['epoch']}/{args.epochs}  train loss {row['train_loss']:.4f} "
+                f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
                 f"acc {100 * row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} "
                 f"acc {100 * row['val_acc']:.2f}%  {row['seconds']:.1f}s",
                 flush=True,
@@ -133,24 +123,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         _, net = train_numpy_net(
-            epochs=args.epochs,
-            lr=args.lr,
-            momentum=args.momentum,
-            batch_size=args.batch_size,
-            seed=args.seed,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
             on_epoch=on_epoch,
-            progress=not args.quiet,
-            loss=args.loss,
-            classes=args.classes,
+            progress=cfg.progress,
+            loss=cfg.loss,
+            classes=cfg.classes or None,
         )
+        _save_run(run_dir, net, cfg, history)
     except KeyboardInterrupt:
         runs.set_status(run_dir, "interrupted")
         raise
     except BaseException as exc:
         runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    np.savez(run_dir / "weights.npz", **dict(net.named_params()))
-    plots.plot_curves(history, run_dir / "curves.png", title="seednet on mnist5k (NumPy engine)")
     last = history[-1]
     result = {
         "final_val_acc": last["val_acc"],
@@ -162,3 +151,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run saved to {run_dir}")
     print(f"validation accuracy {100 * last['val_acc']:.2f}% ({result['seconds']:.1f}s)")
     return 0
+
+
+def _save_run(run_dir: Any, net: Any, cfg: Any, history: list[dict[str, Any]]) -> None:
+    """weights.npz, best.pt (the final weights, copied into the torch model by
+    :func:`cnnlab.backprop.convert.to_torch`, with the header every cnnlab checkpoint carries) and curves.png."""
+    import numpy as np
+
+    from cnnlab import plots
+    from cnnlab.backprop.convert import to_torch
+    from cnnlab.checkpoint import save_atomic
+    from cnnlab.data import load_data
+    from cnnlab.training import checkpoint_header, model_for
+
+    np.savez(run_dir / "weights.npz", **dict(net.named_params()))
+    data = load_data(cfg.dataset, cfg.data_dir, splits=(), classes=cfg.classes or None)  # classes, size, mean, std
+    model = to_torch(net, model_for(cfg, data))
+    save_atomic({"model": model.state_dict(), **checkpoint_header(cfg, data)}, run_dir / "best.pt")
+    plots.plot_curves(history, run_dir / "curves.png", title="seednet on mnist5k (NumPy engine)")

@@ -19,6 +19,9 @@ from cnnlab.backprop import threads
 from cnnlab.backprop.data import ArrayData, epoch_batches, load_arrays
 from cnnlab.backprop.losses import LOSSES, Loss, make_loss
 from cnnlab.backprop.net import SGD, Sequential
+from cnnlab.config import TrainConfig
+
+DEFAULTS = TrainConfig()  # the tutorial's recipe: the one source of every default below
 
 __all__ = ["train_numpy", "train_numpy_net", "initial_net", "evaluate", "predict", "train_steps"]
 
@@ -98,19 +101,19 @@ def train_numpy(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
 
 
 def train_numpy_net(
-    epochs: int = 9,
-    lr: float = 0.01,
-    momentum: float = 0.5,
-    batch_size: int = 64,
-    seed: int = 1,
+    epochs: int = DEFAULTS.epochs,
+    lr: float = DEFAULTS.lr,
+    momentum: float = DEFAULTS.momentum,
+    batch_size: int = DEFAULTS.batch_size,
+    seed: int = DEFAULTS.seed,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
     *,
-    model: str = "seednet",
-    dataset: str = "mnist5k",
-    loss: str = "nll",
+    model: str = DEFAULTS.model,
+    dataset: str = DEFAULTS.dataset,
+    loss: str = DEFAULTS.loss,
     classes: list[str] | None = None,
-    data_dir: str = "./data",
+    data_dir: str = DEFAULTS.data_dir,
     dtype: Any = np.float32,
     on_step: Callable[[int, float], None] | None = None,
     max_steps: int | None = None,
