@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from cnnlab.atomic import write_atomic
-from cnnlab.errors import UserError
+from cnnlab.errors import UserError, WrongFileKind
 
 FORMAT = "cnnlab-checkpoint-1"
 RESUME_KEYS = ("optimizer", "scheduler", "rng", "epoch", "batch", "step", "config")
@@ -106,6 +106,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a cnnlab checkpoint safely (``weights_only=True``); anything else is a UserError."""
     path = resolve_checkpoint(path)
+    _check_file_kind(path)
     _check_checksums(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -120,6 +121,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     _check_structure(ckpt, path)
     return ckpt
+
+
+# The first bytes of the files people pass where a checkpoint belongs (arguments swapped, a typo).
+_SIGNATURES = (
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"), (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip file"), (b"PK", None), (b"\x80", None),  # zip: torch.save's format; pickle: older torch
+)  # fmt: skip
+
+
+def _check_file_kind(path: Path) -> None:
+    """Say what a file is when it is plainly not a checkpoint (an image, a TOML or text file), rather
+    than letting ``torch.load`` call it unsafe. Zip and pickle files go on to be checked by loading."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    kind = next((name for magic, name in _SIGNATURES if head.startswith(magic)), "")
+    if kind is None:
+        return
+    if not kind and head[8:12] == b"WEBP":
+        kind = "a WebP image"
+    if not kind:
+        try:
+            head.decode("utf-8")
+            kind = "a TOML file" if path.suffix == ".toml" else "a text file"
+        except UnicodeDecodeError:
+            kind = "not a checkpoint (unknown content)"
+    raise WrongFileKind(f"{path} is {kind}, not a cnnlab run directory or checkpoint (arguments in the wrong order?)")
 
 
 def _check_checksums(path: Path) -> None:

@@ -7,76 +7,86 @@ diverged, 130 interrupted (a checkpoint was saved first).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
+import importlib
 import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
-from cnnlab.config import COMPILE_MODES
-from cnnlab.errors import UserError
+from cnnlab.config import (
+    COMPILE_MODES,
+    DEVICES,
+    DTYPES,
+    FAST_RECIPE,
+    MONITORS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    load_toml,
+)  # fmt: skip
+from cnnlab.errors import Diverged, Interrupted, UserError, WrongFileKind
 
-TRAIN_HELP = {
-    "model": "network to train (see `cnnlab models`; default seednet, the tutorial's CNN)",
-    "dataset": "mnist5k (default, embedded), digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH",
-    "data_dir": "where downloaded / IDX files live (default ./data)",
-    "loss": "nll (default), ce, mse or logistic",
-    "optimizer": "sgd (default), adam, adamw or adadelta",
-    "lr": "learning rate α (default 0.01)",
-    "momentum": "SGD momentum μ (default 0.5; 0 gives plain Δw = −α ∂E/∂w)",
-    "weight_decay": "L2 weight decay (default 0)",
-    "schedule": "learning-rate schedule: none (default), step, cosine or onecycle",
-    "gamma": "factor per epoch for --schedule step (default 0.7)",
-    "label_smoothing": "label smoothing for --loss ce (default 0)",
-    "augment": "random translation of up to N pixels while training, plus a random mirror for cifar10 (default 0)",
-    "batch_size": "images per optimiser step (default 64)",
-    "epochs": "passes over the training split (default 9)",
-    "seed": "the one seed for weights, order and augmentation (default 1)",
-    "max_steps": "stop after N optimiser steps (smoke runs)",
-    "device": "auto (default), cpu, cuda or mps",
-    "threads": "CPU threads for torch",
-    "out": "run directory (default runs/<time>-<model>-<dataset>)",
-    "checkpoint_every": "also write last.pt every N optimiser steps",
-    "image_size": "image side for folder: datasets (default 28 grey, 32 colour)",
-}
+# How each TrainConfig field's type becomes a flag (the field's default and help live in config.py).
+_FLAG_TYPES: dict[str, Any] = {"str": str, "str | None": str, "float": float, "int": int, "int | None": int}
+_CHOICES = {
+    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES, "compile_mode": COMPILE_MODES,
+    "monitor": MONITORS, "dtype": DTYPES,
+}  # fmt: skip
+
+
+def _class_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def add_option_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """A flag for each :class:`~cnnlab.config.TrainConfig` field (or those in ``names``), with the
+    field's help text and default. Parsed values are only present when given (``SUPPRESS``)."""
+    S = argparse.SUPPRESS
+    for f in dataclasses.fields(TrainConfig):
+        if names is not None and f.name not in names:
+            continue
+        flag, text, default = "--" + f.name.replace("_", "-"), f.metadata["help"], f.default
+        if f.name == "progress":
+            p.add_argument(
+                "--quiet", dest="progress", action="store_false", default=S, help="no progress bars or epoch lines"
+            )
+        elif f.type == "bool":
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            p.add_argument(
+                flag, dest=f.name, action=action, default=S, help=text + (" (default: on)" if default else "")
+            )
+        elif f.type == "list[str]":
+            p.add_argument(flag, dest=f.name, type=_class_list, default=S, metavar="A,B", help=text)
+        else:
+            shown = "" if default is None or default == "" else f" (default: {default})"
+            p.add_argument(
+                flag, dest=f.name, type=_FLAG_TYPES[str(f.type)], choices=_CHOICES.get(f.name), default=S,
+                help=text + shown,
+            )  # fmt: skip
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    S = argparse.SUPPRESS  # only flags the user gives override the config file / stored run
+    """One flag per :class:`~cnnlab.config.TrainConfig` field, with the field's default and help text.
+
+    Defaults are not set on the parser (``SUPPRESS``): only flags the user gives override a
+    ``--config`` file, a ``--recipe`` or a resumed run's stored options."""
+    S = argparse.SUPPRESS
     p.add_argument(
         "--config", default=None, metavar="FILE.toml", help="read options from a TOML file; flags override it"
     )
     p.add_argument(
-        "--recipe",
-        choices=("tutorial", "fast"),
-        default=S,
+        "--recipe", choices=("tutorial", "fast"), default=S,
         help="tutorial (default: the tutorial's settings) or fast (fastnet, one-cycle, label smoothing, augmentation)",
-    )
+    )  # fmt: skip
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="reuse an --out folder that already holds a run")
-    for name, kind in [("model", str), ("dataset", str), ("data_dir", str), ("loss", str), ("optimizer", str),
-                       ("lr", float), ("momentum", float), ("weight_decay", float), ("schedule", str),
-                       ("gamma", float), ("label_smoothing", float), ("augment", int), ("batch_size", int),
-                       ("epochs", int), ("seed", int), ("max_steps", int), ("device", str), ("threads", int),
-                       ("out", str), ("checkpoint_every", int), ("image_size", int)]:  # fmt: skip
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=S, help=TRAIN_HELP[name])
-    p.add_argument(
-        "--classes",
-        dest="classes",
-        default=S,
-        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
-        help="keep only these classes, relabelled in order (e.g. 3,8; needed by --loss logistic)",
-    )
-    for name, text in [("nesterov", "Nesterov momentum"), ("deterministic", "deterministic kernels only (bit-exact reruns)"),
-                       ("amp", "bfloat16 autocast (mixed precision)"), ("channels_last", "channels-last memory format"),
-                       ("compile", "torch.compile the model"), ("tensorboard", "also log to RUN_DIR/tensorboard")]:  # fmt: skip
-        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=S, help=text)
-    p.add_argument("--dtype", choices=("float32", "float64"), default=S, help="parameter precision (default float32)")
-    p.add_argument(
-        "--compile-mode", dest="compile_mode", choices=COMPILE_MODES, default=S,
-        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs, for small models on a GPU",
-    )  # fmt: skip
-    p.add_argument("--quiet", dest="progress", action="store_false", default=S, help="no progress bars or epoch lines")
+    add_option_flags(p)
     p.add_argument(
         "--dry-run", action="store_true", help="one optimiser step and one validation pass (like --max-steps 1)"
     )
@@ -89,34 +99,88 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab import api
-    from cnnlab.config import FAST_RECIPE, TrainConfig, load_toml
-
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields given on the command line (``--dry-run`` is ``max_steps=1``)."""
     options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    if args.dry_run:
+    if getattr(args, "dry_run", False):
         options["max_steps"] = 1
+    return options
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration flags start from: the tutorial's defaults, or ``--recipe fast``, then ``--config``."""
+    base: dict[str, Any] = {}
+    if getattr(args, "recipe", "tutorial") == "fast":
+        base.update(FAST_RECIPE)
+    if args.config:
+        base.update(load_toml(args.config))
+    return TrainConfig(**base)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.training import train
+
+    options = train_options(args)
     if args.nproc is not None:  # start torchrun, which runs this same command once per process
-        from cnnlab.distributed import launch, without_nproc
-
-        return launch(args.nproc, without_nproc(args.argv), options.get("device", "auto"))
+        return launch_torchrun(args.nproc, without_nproc(args.argv), options.get("device", "auto"))
     if args.resume:
-        result = api.train(resume=args.resume, **options)
+        result = train(resume=args.resume, **options)
     else:
-        base: dict[str, Any] = {}
-        if getattr(args, "recipe", "tutorial") == "fast":
-            base.update(FAST_RECIPE)
-        if args.config:
-            base.update(load_toml(args.config))
-        result = api.train(TrainConfig(**base), overwrite=args.overwrite, **options)
-    from cnnlab.distributed import is_main
-
-    if not is_main():  # under torchrun only rank 0 reports
+        result = train(base_config(args), overwrite=args.overwrite, **options)
+    if not result.is_main:  # under torchrun only rank 0 reports
         return 0
     last = result.history[-1]
     print(f"run saved to {result.run_dir}")
     print(f"validation accuracy {100 * last['val_acc']:.2f}% (best {100 * result.best_val_acc:.2f}%)")
     return 0
+
+
+def launch_torchrun(nproc: int, argv: list[str], device: str = "auto") -> int:
+    """``cnnlab train --nproc N``: run ``torchrun --standalone --nproc-per-node N -m cnnlab ARGV``.
+
+    ``argv`` is the command line without ``--nproc``. torchrun and its children start with
+    ``PYTHONSAFEPATH=1`` (``python -P``: the current directory is not on ``sys.path``, so a
+    ``torch/`` folder there is never imported). Returns
+    torchrun's exit code (1 when any process failed; their ``error:`` lines say why), or 130 after
+    Ctrl-C (the processes save ``last.pt`` and stop together).
+    """
+    import torch
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be ≥ 1 (got {nproc})")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda" and not gpus:
+        raise UserError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
+    if device in ("auto", "cuda") and gpus and nproc > gpus:
+        raise UserError(
+            f"--nproc {nproc}: only {gpus} CUDA GPU(s) visible (one process per GPU; use fewer or --device cpu)"
+        )
+    if device == "mps" and nproc > 1:
+        raise UserError("--device mps cannot train with several processes (DDP needs CUDA or the CPU)")
+    package_root = str(Path(__file__).resolve().parents[1])
+    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command += ["-m", "cnnlab", *argv]
+    interrupted: list[int] = []  # Ctrl-C reaches torchrun too: it asks the processes to save and stop
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        code = subprocess.call(command, env={**os.environ, "PYTHONPATH": python_path, "PYTHONSAFEPATH": "1"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 130 if interrupted and code != 0 else code
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` with ``--nproc N`` / ``--nproc=N`` removed."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
@@ -149,18 +213,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from cnnlab import api
+    from cnnlab.reports import summary
 
-    print(api.summary(args.model, args.dataset, args.data_dir, plot=args.plot))
+    print(summary(args.model, args.dataset, args.data_dir, plot=args.plot))
     if args.plot:
         print(f"diagram saved to {args.plot}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cnnlab import api
+    from cnnlab.reports import evaluate
 
-    result = api.evaluate(args.run, args.dataset, args.data_dir, args.split, args.out, args.device)
+    result = evaluate(args.run, args.dataset, args.data_dir, args.split, args.out, args.device)
     if args.json:
         keys = (
             "dataset",
@@ -184,15 +248,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnlab import api
+    from cnnlab.inference import predict
 
-    results = api.predict(args.run, args.images, topk=args.topk, invert=args.invert, device=args.device)
+    results = predict(args.run, args.images, topk=args.topk, invert=args.invert, device=args.device)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in r["topk"])
         print(f"{r['image']}: {r['label']} ({100 * r['probability']:.1f}%)  [{ranked}]")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnlab.export import export
+
+    target = export(args.run, args.format, args.out)
+    print(f"{args.format} model saved to {target}")
+    print("input: float32 [batch, C, H, W] = (pixels / 255 - mean) / std; output: probabilities [batch, classes]")
     return 0
 
 
@@ -220,16 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hello)
 
     p = sub.add_parser("datasets", help="list datasets and whether each is available offline now")
-    p.add_argument("--data-dir", default="./data")
+    p.add_argument("--data-dir", default="./data", help="where downloaded / IDX files are looked for (default ./data)")
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("models", help="list models with their parameter counts")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="layer table of a model (torchinfo), optionally a diagram")
-    p.add_argument("--model", default="seednet")
-    p.add_argument("--dataset", default="mnist5k")
-    p.add_argument("--data-dir", default="./data")
+    p.add_argument("--model", default="seednet", help="model name (see cnnlab models; default seednet)")
+    p.add_argument("--dataset", default="mnist5k", help="dataset that sizes the model (default mnist5k)")
+    p.add_argument("--data-dir", default="./data", help="where that dataset's files are (default ./data)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the classic CNN diagram")
     p.set_defaults(func=cmd_summary)
 
@@ -238,61 +311,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="loss, accuracy, per-class report and pictures of a trained model")
-    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
     p.add_argument("--dataset", help="evaluate on another dataset (default: the run's)")
     p.add_argument("--data-dir", help="where that dataset's files are")
     p.add_argument(
         "--split", choices=("train", "val", "test"), help="default: test where the dataset has one, else val"
     )
     p.add_argument("--out", help="folder for the pictures (default: beside the checkpoint)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where to run the model (default cpu)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for image files")
-    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size")
+    p.add_argument("--topk", type=int, default=3, help="how many classes to list per image (default 3)")
     p.add_argument(
-        "--invert", action="store_true", help="invert dark-on-light drawings (MNIST digits are light on dark)"
-    )
-    p.add_argument("--device", default="cpu")
+        "--invert", action="store_true",
+        help="force inverting the image's grey levels (normally the background is detected)",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where to run the model (default cpu)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.set_defaults(func=cmd_predict)
 
-    for module in _feature_modules():
-        module.register(sub)
+    p = sub.add_parser("export", help="write the model as ONNX or TorchScript, with its preprocessing")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx (onnxruntime) or torchscript")
+    p.add_argument("--out", metavar="FILE", help="output file (default: model.onnx / model.torchscript.pt in the run)")
+    p.set_defaults(func=cmd_export)
+
+    for module in FEATURE_MODULES:
+        importlib.import_module(module).register(sub)
+    for subparser in sub.choices.values():
+        subparser.set_defaults(subparser=subparser)
     return parser
 
 
-FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.export")
-
-
-def _feature_modules() -> list[Any]:
-    """Sub-command groups that live beside their feature; each has ``register(subparsers)``."""
-    import importlib
-
-    modules = []
-    for name in FEATURE_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):  # a real missing dependency: a bug
-                raise
-    return modules
+# Sub-command groups that live beside their feature; each has ``register(subparsers)`` and imports
+# nothing heavy (torch) until its command runs.
+FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve")
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    from cnnlab.engine import Diverged, Interrupted
-
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a mistyped flag: point to the sub-command's own --help
+        args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except WrongFileKind as exc:
+        usage = " ".join(args.subparser.format_usage().split())  # one line
+        print(f"error: {exc} ({usage})", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -300,17 +373,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 3
     except Interrupted as exc:
-        resume = getattr(exc, "run_dir", None) or getattr(args, "resume", None) or "RUN_DIR"
+        resume = exc.run_dir or getattr(args, "resume", None) or "RUN_DIR"
         print(f"\ninterrupted ({exc}); checkpoint saved. Resume with: cnnlab train --resume {resume}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except torch.OutOfMemoryError:
-        print("error: out of GPU memory: try a smaller --batch-size (or --amp, or --device cpu)", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk or a read-only folder while writing results: one line too
-        if exc.errno not in DISK_ERRORS:
+    except Exception as exc:
+        message = _known_failure(exc)
+        if message is None:
             raise
-        print(f"error: {exc.filename or 'a file'}: {exc.strerror} (free some space or fix the folder)", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _known_failure(exc: Exception) -> str | None:
+    """One line for failures that are the machine's, not cnnlab's: GPU memory, a full or read-only disk."""
+    torch = sys.modules.get("torch")  # an out-of-memory error can only come from torch once it is loaded
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return "out of GPU memory: try a smaller --batch-size (or --amp, or --device cpu)"
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+        return f"{exc.filename or 'a file'}: {exc.strerror} (free some space or fix the folder)"
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,45 +12,63 @@ from cnnlab.errors import UserError
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("float32", "float64")
+MONITORS = ("val_loss", "val_acc")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # reduce-overhead: CUDA graphs on a GPU
 MAX_FACTOR = 1e30  # a larger --lr or --weight-decay overflows float32 inside the optimiser step
 
 
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A :class:`TrainConfig` field: its default and the ``--help`` text beside it (the one place for both)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
 @dataclass
 class TrainConfig:
-    """Every option of a training run (``cnnlab train --help`` describes each)."""
+    """Every option of a training run, its default (the tutorial's recipe) and its ``--help`` text."""
 
-    model: str = "seednet"
-    dataset: str = "mnist5k"
-    data_dir: str = "./data"
-    classes: list[str] = field(default_factory=list)
-    image_size: int | None = None  # folder: datasets only
-    loss: str = "nll"
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.5
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    gamma: float = 0.7
-    label_smoothing: float = 0.0
-    augment: int = 0  # random translation of up to N pixels
-    batch_size: int = 64
-    epochs: int = 9
-    seed: int = 1
-    max_steps: int | None = None
-    device: str = "auto"
-    deterministic: bool = False
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    compile_mode: str = "default"  # torch.compile mode; anything but "default" turns compile on
-    threads: int | None = None
-    out: str | None = None
-    tensorboard: bool = False
-    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: once per epoch)
-    dtype: str = "float32"
-    progress: bool = True
+    model: str = option("seednet", "network to train (see `cnnlab models`; seednet is the tutorial's CNN)")
+    dataset: str = option("mnist5k", "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH")
+    data_dir: str = option("./data", "where downloaded or IDX files live")
+    classes: list[str] = option(
+        [], "keep only these classes, relabelled in order (e.g. 3,8; needed by --loss logistic)"
+    )
+    image_size: int | None = option(None, "image side for folder: datasets (default 28 grey, 32 colour)")
+    loss: str = option("nll", "nll, ce, mse or logistic")
+    optimizer: str = option("sgd", "sgd, adam, adamw or adadelta")
+    lr: float = option(0.01, "learning rate α")
+    momentum: float = option(0.5, "SGD momentum μ (0 gives plain Δw = −α ∂E/∂w)")
+    nesterov: bool = option(False, "Nesterov momentum")
+    weight_decay: float = option(0.0, "L2 weight decay")
+    schedule: str = option("none", "learning-rate schedule: none, step, cosine or onecycle")
+    gamma: float = option(0.7, "factor per epoch for --schedule step")
+    label_smoothing: float = option(0.0, "label smoothing for --loss ce")
+    augment: int = option(0, "random translation of up to N pixels while training, plus a random mirror for photos")
+    batch_size: int = option(64, "images per optimiser step (per process with --nproc)")
+    epochs: int = option(9, "passes over the training split")
+    seed: int = option(1, "the one seed for weights, order and augmentation")
+    max_steps: int | None = option(None, "stop after N optimiser steps (smoke runs)")
+    early_stop: int = option(0, "stop after N epochs without improvement of --monitor (0: never)")
+    monitor: str = option("val_acc", "what --early-stop watches: val_acc (as best.pt does) or val_loss")
+    min_delta: float = option(0.0, "smallest change of --monitor that counts as an improvement")
+    device: str = option("auto", "auto, cpu, cuda or mps")
+    deterministic: bool = option(False, "deterministic kernels only (bit-exact reruns)")
+    amp: bool = option(False, "bfloat16 autocast (mixed precision)")
+    channels_last: bool = option(
+        True, "channels-last (NHWC) memory format, faster here; --no-channels-last gives the NCHW numbers"
+    )
+    compile: bool = option(False, "torch.compile the model")
+    compile_mode: str = option(
+        "default", "torch.compile mode (not default implies --compile); reduce-overhead replays CUDA graphs"
+    )
+    threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
+    out: str | None = option(None, "run directory (default runs/<time>-<model>-<dataset>)")
+    tensorboard: bool = option(False, "also log to RUN_DIR/tensorboard (needs: pip install 'cnnlab[tensorboard]')")
+    checkpoint_every: int = option(0, "also write last.pt every N optimiser steps (0: once per epoch)")
+    dtype: str = option("float32", "parameter precision: float32 or float64")
+    progress: bool = option(True, "progress bars and epoch lines")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -60,10 +77,22 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Options that may change when a run is resumed; everything else comes from the stored run.
+RESUME_OVERRIDES = {
+    "epochs",
+    "early_stop",
+    "device",
+    "progress",
+    "max_steps",
+    "checkpoint_every",
+    "tensorboard",
+    "threads",
+}
+
 # Tuned for accuracy per second on a 2-core CPU: past 98 % on the MNIST test set from mnist5k in ~5 s.
 FAST_RECIPE = dict(
     model="fastnet", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
-    schedule="onecycle", loss="ce", label_smoothing=0.1, augment=2, batch_size=64, epochs=4, channels_last=True,
+    schedule="onecycle", loss="ce", label_smoothing=0.1, augment=2, batch_size=64, epochs=4,
 )  # fmt: skip
 
 
@@ -80,7 +109,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.schedule in SCHEDULES, f"unknown schedule {cfg.schedule!r}; choose one of: {', '.join(SCHEDULES)}"),
         (cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)}"),
         (cfg.compile_mode in COMPILE_MODES, f"--compile-mode must be one of {', '.join(COMPILE_MODES)}"),
-        (cfg.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, not {cfg.dtype!r}"),
+        (cfg.dtype in DTYPES, f"--dtype must be float32 or float64, not {cfg.dtype!r}"),
         (0 < cfg.lr <= MAX_FACTOR, f"--lr must be > 0 and at most {MAX_FACTOR:g} (got {cfg.lr})"),
         (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
         (cfg.epochs >= 1, f"--epochs must be at least 1 (got {cfg.epochs})"),
@@ -92,6 +121,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.augment <= 8, f"--augment must be 0 to 8 pixels (got {cfg.augment})"),
         (cfg.max_steps is None or cfg.max_steps >= 1, f"--max-steps must be ≥ 1 (got {cfg.max_steps})"),
         (cfg.checkpoint_every >= 0, f"--checkpoint-every must be ≥ 0 (got {cfg.checkpoint_every})"),
+        (cfg.early_stop >= 0, f"--early-stop must be ≥ 1 epochs, or 0 for never (got {cfg.early_stop})"),
+        (cfg.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})"),
+        (cfg.min_delta >= 0, f"--min-delta must be ≥ 0 (got {cfg.min_delta})"),
         (cfg.threads is None or 1 <= cfg.threads <= 1024, f"--threads must be 1 to 1024 (got {cfg.threads})"),
         (cfg.image_size is None or 4 <= cfg.image_size <= 512, f"--image-size must be 4 to 512 (got {cfg.image_size})"),
         (not cfg.nesterov or (cfg.optimizer == "sgd" and cfg.momentum > 0), "--nesterov needs --optimizer sgd with --momentum > 0"),
@@ -130,10 +162,8 @@ def _check_types(cfg: TrainConfig) -> None:
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Options from a TOML file: keys are the flag names with ``_`` or ``-`` (``batch_size = 128``)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -141,9 +171,19 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"--config {path}: not valid TOML ({exc})") from None
+    tables = sorted(key for key, value in raw.items() if isinstance(value, dict))
+    if tables:
+        raise UserError(
+            f"--config {path}: options go at the top level of the file (batch_size = 128), "
+            f"not in a table like [{tables[0]}]"
+        )
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {key.replace("-", "_"): value for key, value in raw.items()}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise UserError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
+        raise UserError(f"--config {path}: unknown option(s) {', '.join(unknown)} (see cnnlab train --help)")
+    try:
+        _check_types(TrainConfig(**options))
+    except UserError as exc:
+        raise UserError(f"--config {path}: {exc}") from None
     return options

@@ -19,24 +19,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # text bar everywhere: a Jupyter widget bar would not survive in a saved notebook
 
-from cnnlab import distributed
 from cnnlab.checkpoint import rng_state, save_atomic, set_rng_state
 from cnnlab.config import TrainConfig
 from cnnlab.data import Data, make_batches
-from cnnlab.errors import UserError
+from cnnlab.distributed import World
+from cnnlab.env import resolve_device
+from cnnlab.errors import Diverged, Interrupted, UserError
 from cnnlab.losses import LN2, get_loss, predictions
 
 SYNC_EVERY = 25
 
 StepHook = Callable[[int, torch.Tensor], None]
-
-
-class Diverged(Exception):
-    """Training produced a non-finite loss (exit code 3 from the CLI)."""
-
-
-class Interrupted(Exception):
-    """Training stopped on request (Ctrl-C) after saving ``last.pt`` (exit code 130 from the CLI)."""
 
 
 @dataclass
@@ -48,6 +41,9 @@ class TrainState:
     batch: int = 0
     step: int = 0
     best_val_acc: float = -1.0
+    best_monitored: float | None = None  # early stopping: the best value of --monitor so far
+    bad_epochs: int = 0  # early stopping: epochs since it last improved
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
     history: list[dict[str, Any]] = field(default_factory=list)
     sums: torch.Tensor | None = None  # this epoch so far: loss·n, correct, n
     partial: dict[str, Any] | None = None  # the row of an epoch cut short by max_steps
@@ -128,14 +124,21 @@ def evaluate(model: nn.Module, batches: Any, loss_fn: Callable, keep_outputs: bo
     return result
 
 
-def eval_batch_size(cfg: TrainConfig) -> int:
-    return max(cfg.batch_size, 1000)
+EVAL_BATCH = 1000  # images per evaluation batch (at least): no gradients, so memory allows more
+
+
+def eval_batches(data: Data, split: str, cfg: TrainConfig, model: nn.Module, **options: Any) -> Any:
+    """The batches that evaluate ``model`` on ``data``'s ``split``, on the model's device and dtype."""
+    first = next(model.parameters())
+    size = max(cfg.batch_size, EVAL_BATCH)
+    return make_batches(data.splits[split], data, size, first.device, dtype=first.dtype, **options)
 
 
 def fit(
     model: nn.Module,
     data: Data,
     cfg: TrainConfig,
+    world: World | None = None,
     run_dir: Path | None = None,
     on_step: StepHook | None = None,
     resume: dict[str, Any] | None = None,
@@ -150,44 +153,42 @@ def fit(
     steps) and ``best.pt`` whenever validation accuracy improves. ``resume`` is a checkpoint dict
     to continue from, mid-epoch included. ``on_step(step, loss)`` runs after every optimiser step;
     ``on_epoch(state)`` after every epoch's checkpoints. When ``should_stop()`` turns true, ``last.pt``
-    is saved and :class:`Interrupted` raised.
+    is saved and :class:`Interrupted` raised. ``world`` is the job this process is part of (default:
+    one process on ``cfg.device``; see :func:`cnnlab.distributed.join`).
     """
-    device = distributed.device_for(cfg.device)  # cuda:LOCAL_RANK under DDP
-    rank, world = distributed.world()
-    progress = cfg.progress and rank == 0
+    world = world or World(resolve_device(cfg.device))
+    device, progress = world.device, cfg.progress and world.is_main
     model.to(device)
-    dtype = next(model.parameters()).dtype
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    loss_fn = distributed.safe_loss(make_loss(cfg))
-    batch_options = dict(dtype=dtype, channels_last=cfg.channels_last, rank=rank, world_size=world)
+    loss_fn = world.shard_loss(make_loss(cfg))
+    shard = dict(channels_last=cfg.channels_last, rank=world.rank, world_size=world.size)
     train_batches = make_batches(
-        data.splits["train"], data, cfg.batch_size * world, device,  # --batch-size is per process
-        shuffle=True, seed=cfg.seed, augment=cfg.augment, **batch_options,
+        data.splits["train"], data, cfg.batch_size * world.size, device,  # --batch-size is per process
+        dtype=next(model.parameters()).dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, **shard,
     )  # fmt: skip
-    val_batches = make_batches(data.splits["val"], data, eval_batch_size(cfg), device, **batch_options)
-    weights = distributed.loss_weights(train_batches.n, train_batches.batch_size, rank, world)
+    val_batches = eval_batches(data, "val", cfg, model, **shard)
+    weights = world.loss_weights(train_batches.n, train_batches.batch_size)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(train_batches))
     state = TrainState()
     if resume is not None:
-        state = _restore(resume, model, optimizer, scheduler, train_batches)
-    forward = distributed.wrap(model, device)  # DDP averages gradients; `model` stays unwrapped
+        state = _restore(resume, model, optimizer, scheduler, train_batches, world.is_main)
+    forward = world.wrap(model)  # DDP averages gradients; `model` stays unwrapped
     if cfg.compile or cfg.compile_mode != "default":  # reduce-overhead replays CUDA graphs: no launch per kernel
         forward = torch.compile(forward, mode=cfg.compile_mode)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and rank == 0 else None
-
-    watch = NonFiniteWatch()
+    writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and world.is_main else None
+    watch = NonFiniteWatch(world)
 
     def checkpoint(name: str) -> None:
         watch.check(model, state.step)  # never save non-finite weights: the last good checkpoint stays
-        sums = None if state.sums is None else distributed.summed(state.sums)  # every rank comes here together
-        if run_dir is not None and rank == 0:
+        sums = None if state.sums is None else world.summed(state.sums)  # every rank comes here together
+        if run_dir is not None and world.is_main:
             payload = _checkpoint_payload(model, optimizer, scheduler, train_batches, state, sums)
             save_atomic({**payload, **(checkpoint_extra or {})}, run_dir / name)
 
-    stop = False
+    stop = state.stopped_early is not None
     while state.epoch <= cfg.epochs and not stop:
         epoch, started = state.epoch, time.perf_counter()
         model.train()
@@ -219,7 +220,7 @@ def fit(
             bar.update(1)
             if state.step % SYNC_EVERY == 0 or state.batch == len(train_batches):
                 watch.check()
-                running_sums = distributed.summed(sums)
+                running_sums = world.summed(sums)
                 running = float(running_sums[0] / running_sums[2])
                 if not math.isfinite(running):
                     raise Diverged(
@@ -238,8 +239,8 @@ def fit(
                 break
         bar.close()
         watch.check()
-        val = distributed.evaluated(evaluate(model, val_batches, loss_fn))
-        sums = distributed.summed(sums)
+        val = world.evaluated(evaluate(model, val_batches, loss_fn))
+        sums = world.summed(sums)
         train_loss, train_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
         if not math.isfinite(train_loss) or not math.isfinite(val["loss"]):
             raise Diverged(f"loss became non-finite in epoch {epoch} (step {state.step}); try a smaller --lr")
@@ -268,6 +269,10 @@ def fit(
                 writer.add_scalar(key, row[key], epoch)
         improved = row["val_acc"] > state.best_val_acc
         state.best_val_acc = max(state.best_val_acc, row["val_acc"])
+        if cfg.early_stop and finished and patience_ran_out(state, row, cfg):
+            state.stopped_early, stop = epoch, True
+            if progress:
+                print(f"early stop: {cfg.monitor} has not improved for {cfg.early_stop} epoch(s)", flush=True)
         if improved:  # best.pt first: a crash between the two writes then redoes the epoch and both
             checkpoint("best.pt")
         checkpoint("last.pt")
@@ -278,6 +283,19 @@ def fit(
     return state
 
 
+def patience_ran_out(state: TrainState, row: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Early stopping: count the epochs in which ``cfg.monitor`` did not improve by more than
+    ``cfg.min_delta`` on its best value (higher is better for val_acc, lower for val_loss); true
+    once there are ``cfg.early_stop`` of them in a row."""
+    value, best = row[cfg.monitor], state.best_monitored
+    sign = 1.0 if cfg.monitor == "val_acc" else -1.0
+    if best is None or sign * (value - best) > cfg.min_delta:
+        state.best_monitored, state.bad_epochs = value, 0
+    else:
+        state.bad_epochs += 1
+    return state.bad_epochs >= cfg.early_stop
+
+
 class NonFiniteWatch:
     """Names the first optimiser step whose loss is not finite, without a host sync per step.
 
@@ -286,7 +304,8 @@ class NonFiniteWatch:
     every checkpoint) and raises :class:`Diverged` naming that step and its learning rate.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, world: World) -> None:
+        self.world = world
         self.window: list[tuple[int, float, torch.Tensor]] = []
         self.lr = float("nan")
 
@@ -299,7 +318,7 @@ class NonFiniteWatch:
         window, self.window = self.window, []
         if window:
             losses = torch.stack([loss.float() for _, _, loss in window])
-            bad = distributed.summed((~torch.isfinite(losses)).double())  # a step that failed on any process
+            bad = self.world.summed((~torch.isfinite(losses)).double())  # a step that failed on any process
             if bool(bad.any()):
                 step, lr, loss = window[int(torch.nonzero(bad)[0])]
                 raise Diverged(
@@ -334,12 +353,15 @@ def _checkpoint_payload(
         "batch": state.batch,
         "step": state.step,
         "best_val_acc": state.best_val_acc,
+        "early_stop": {"best": state.best_monitored, "bad_epochs": state.bad_epochs, "stopped": state.stopped_early},
         "history": state.history,
         "epoch_sums": None if sums is None else sums.cpu(),  # all processes' sums
     }
 
 
-def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, batches: Any) -> TrainState:
+def _restore(
+    ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, batches: Any, is_main: bool
+) -> TrainState:
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -350,16 +372,16 @@ def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: 
         raise UserError(
             f"cannot resume: the checkpoint's training state does not fit this run ({type(exc).__name__})"
         ) from None
+    early = ckpt.get("early_stop") or {}
     return TrainState(
         epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"],
         best_val_acc=ckpt.get("best_val_acc", -1.0), history=list(ckpt.get("history", [])),
-        sums=ckpt.get("epoch_sums") if distributed.is_main() else None,  # rank 0 carries the run's sums
+        best_monitored=early.get("best"), bad_epochs=early.get("bad_epochs", 0), stopped_early=early.get("stopped"),
+        sums=ckpt.get("epoch_sums") if is_main else None,  # rank 0 carries the run's sums
     )  # fmt: skip
 
 
 def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    from torch.utils.tensorboard import SummaryWriter  # its package is checked before the run starts
+
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import cnnlab
 from cnnlab import distributed
 from cnnlab.checkpoint import load_checkpoint
-from cnnlab.cli import main
+from cnnlab.cli import main, without_nproc
 from cnnlab.data.loaders import Batches
 from cnnlab.errors import UserError
 from cnnlab.runs import read_metrics
@@ -158,7 +158,7 @@ def test_shard_weights_make_the_averaged_gradient_the_global_mean(mnist5k, n: in
     global_batch = per_process * size
     shards = [Batches(n, mnist5k, global_batch, torch.device("cpu"), rank=r, world_size=size) for r in range(size)]
     everything = Batches(n, mnist5k, global_batch, torch.device("cpu"))  # only the sample order is used
-    weights = [distributed.loss_weights(n, global_batch, r, size) for r in range(size)]
+    weights = [distributed.shard_weights(n, global_batch, r, size) for r in range(size)]
     for b, whole in enumerate(everything.batch_indices(1, 0)):
         expected = torch.autograd.grad(loss_fn(layer(x[whole]), y[whole]), layer.weight)[0]
         averaged = torch.zeros_like(expected)
@@ -180,20 +180,20 @@ def test_impossible_setups_fail_with_one_line(monkeypatch: pytest.MonkeyPatch, c
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(gpus + 1))
     with pytest.raises(UserError, match="NCCL|CUDA GPU"):
-        distributed.init_from_env("cuda")
+        distributed.join("cuda")
     with pytest.raises(UserError, match="mps"):
-        distributed.init_from_env("mps")
-    assert not distributed.is_main()
+        distributed.join("mps")
 
 
 def test_without_torchrun_everything_is_one_process():
-    world = distributed.init_from_env("cpu")
+    world = distributed.join("cpu")
+    assert type(world) is distributed.World  # no process group: the loop makes no collective call
     assert (world.rank, world.size, world.is_main) == (0, 1, True)
     model = torch.nn.Linear(2, 2)
-    assert distributed.wrap(model, world.device) is model
-    assert distributed.loss_weights(100, 64, 0, 1) is None
-    assert distributed.run_on_main(lambda: 42) == 42
-    assert distributed.without_nproc(["train", "--nproc", "2", "--epochs", "1", "--nproc=3"]) == [
+    assert world.wrap(model) is model
+    assert world.loss_weights(100, 64) is None
+    assert world.run_on_main(lambda: 42) == 42
+    assert without_nproc(["train", "--nproc", "2", "--epochs", "1", "--nproc=3"]) == [
         "train",
         "--epochs",
         "1",

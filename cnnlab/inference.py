@@ -1,0 +1,122 @@
+"""Using a trained model: :func:`load` a run directory or checkpoint into a :class:`Predictor`, and
+:func:`predict` image files with it.
+
+The Predictor owns the one way an image becomes its input (:attr:`Predictor.preprocessing`, see
+:mod:`cnnlab.preprocess`): ``predict``, ``serve``, ``eval``'s galleries and the export metadata all use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint, stored_config
+from cnnlab.config import TrainConfig
+from cnnlab.env import resolve_device
+from cnnlab.errors import UserError
+from cnnlab.losses import probabilities
+from cnnlab.models import build_model
+from cnnlab.preprocess import Preprocessing, for_training_data, require_content
+
+
+@dataclass
+class Predictor:
+    """A trained model with everything needed to feed it: classes, image shape, normalisation."""
+
+    model: nn.Module
+    classes: list[str]
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    config: TrainConfig
+    path: Path
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How an image becomes this model's input: MNIST's digit recipe for grey light-on-dark training
+        data, else a resize as in training."""
+        return for_training_data(self.in_channels, self.image_size, self.mean, self.config.dataset)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 images [N, C, H, W] (a tensor or NumPy array) of the model's shape → class probabilities
+        [N, classes]."""
+        from cnnlab.data import normalize
+
+        images = torch.as_tensor(images)
+        shape = (self.in_channels, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+            raise UserError(f"images must have shape [N, {', '.join(map(str, shape))}] (got {list(images.shape)})")
+        self.model.eval()
+        dtype = next(self.model.parameters()).dtype
+        x = normalize(images.to(self.device), self.mean, self.std).to(dtype)
+        return probabilities(self.model(x)).float().cpu()
+
+    def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
+        """An image file → uint8 [C, H, W], prepared by :attr:`preprocessing` (``invert``: take it as dark
+        ink on a light background, whatever the detection says)."""
+        return self.preprocessing.read(path, invert)
+
+    def prepare(self, img: Image.Image, invert: bool = False) -> torch.Tensor:
+        """A decoded PIL image → uint8 [C, H, W], prepared by :attr:`preprocessing`."""
+        return self.preprocessing.prepare(img, invert)
+
+
+def load(path: str | Path, device: str = "cpu") -> Predictor:
+    """Load a run directory (its ``best.pt``) or a checkpoint file for evaluation or prediction."""
+    ckpt_path = resolve_checkpoint(path)
+    ckpt = load_checkpoint(ckpt_path)
+    try:
+        arch, meta = ckpt["arch"], ckpt["data"]
+        model = build_model(arch["model"], arch["in_channels"], arch["image_size"], arch["num_outputs"])
+        cfg = stored_config(ckpt["config"], ckpt_path)
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{ckpt_path}: not a cnnlab checkpoint (missing {exc})") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise UserError(
+            f"{ckpt_path}: the weights do not fit a {arch['model']} for {arch['in_channels']}x"
+            f"{arch['image_size']}x{arch['image_size']} images (checkpoint of another architecture?)"
+        ) from None
+    if cfg.dtype == "float64":
+        model = model.double()
+    model.to(resolve_device(device)).eval()
+    return Predictor(
+        model, list(meta["classes"]), arch["in_channels"], arch["image_size"],
+        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path,
+    )  # fmt: skip
+
+
+def predict(
+    path: str | Path, images: list[str | Path] | str | Path, topk: int = 3, invert: bool = False, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """Top-k classes for each image file, prepared by the model's :attr:`Predictor.preprocessing`.
+    An image with nothing on it is a UserError."""
+    if isinstance(images, (str, Path)):
+        images = [images]
+    if not images:
+        raise UserError("no images given: pass a list of image files (images=[...])")
+    if topk < 1:
+        raise UserError(f"topk must be ≥ 1 (got {topk}; --topk on the command line)")
+    predictor = load(path, device)
+    batch = torch.stack([require_content(predictor.read(p, invert), str(p)) for p in images])
+    probs = predictor.probabilities(batch)
+    k = min(topk, probs.shape[1])
+    results = []
+    for image, p in zip(images, probs):
+        values, index = p.topk(k)
+        top = [[predictor.classes[int(i)], float(v)] for v, i in zip(values, index)]
+        results.append({"image": str(image), "label": top[0][0], "probability": top[0][1], "topk": top})
+    return results

@@ -1,0 +1,123 @@
+"""Reports on a trained model: :func:`evaluate` (loss, accuracy, per-class report, confusion matrix,
+a gallery of the most confident mistakes) and :func:`summary` (torchinfo's layer table).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.data import Data, default_split, load_data
+from cnnlab.engine import eval_batches, make_loss
+from cnnlab.engine import evaluate as evaluate_batches
+from cnnlab.errors import UserError
+from cnnlab.inference import Predictor, load
+from cnnlab.losses import probabilities
+from cnnlab.models import build_model
+
+
+def evaluate(
+    path: str | Path,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    split: str | None = None,
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Loss, accuracy, per-class report, confusion matrix and mistakes gallery of a trained model.
+
+    Defaults: the run's own dataset; the ``test`` split where the dataset has one, else ``val``.
+    Pictures go to ``out`` (default: ``eval-<dataset>-<split>/`` beside the checkpoint).
+    """
+    from cnnlab import plots
+    from cnnlab.metrics import confusion_matrix, format_report, per_class_report
+
+    predictor = load(path, device)
+    cfg = predictor.config
+    dataset = dataset or cfg.dataset
+    split = split or default_split(dataset)
+    data = load_data(dataset, data_dir or cfg.data_dir, (split,), cfg.classes or None, predictor.image_size)
+    _check_compatible(predictor, data)
+    batches = eval_batches(data, split, cfg, predictor.model)
+    result = evaluate_batches(predictor.model, batches, make_loss(cfg.replace(label_smoothing=0.0)), keep_outputs=True)
+    outputs, labels = result.pop("outputs"), result.pop("labels")
+    report = per_class_report(outputs, labels, data.classes)
+    matrix = confusion_matrix(outputs, labels, len(data.classes))
+    name = Path(dataset.removeprefix("folder:")).name or "folder" if dataset.startswith("folder:") else dataset
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    out_dir = Path(out) if out else predictor.path.parent / f"eval-{safe}-{split}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    confusion_png = plots.plot_confusion(matrix, data.classes, out_dir / "confusion.png",
+                                         title=f"{dataset} {split}: accuracy {100 * result['accuracy']:.2f}%")  # fmt: skip
+    gallery_png = _mistakes_gallery(predictor, data, split, outputs, labels, out_dir / "mistakes.png")
+    return {
+        **result,
+        "dataset": dataset,
+        "split": split,
+        "per_class": report,
+        "confusion_matrix": matrix.tolist(),
+        "confusion_png": str(confusion_png),
+        "mistakes_png": str(gallery_png),
+        "report": format_report(report),
+    }
+
+
+def _check_compatible(predictor: Predictor, data: Data) -> None:
+    if (data.in_channels, data.image_size) != (predictor.in_channels, predictor.image_size):
+        raise UserError(
+            f"{data.name} has {data.in_channels}x{data.image_size}x{data.image_size} images but the model "
+            f"takes {predictor.in_channels}x{predictor.image_size}x{predictor.image_size}"
+        )
+    if data.classes != predictor.classes:
+        raise UserError(f"{data.name}'s classes {data.classes} differ from the model's {predictor.classes}")
+
+
+def _mistakes_gallery(
+    predictor: Predictor, data: Data, split: str, outputs: torch.Tensor, labels: torch.Tensor, path: Path
+) -> Path:
+    from cnnlab import plots
+    from cnnlab.metrics import most_confident_mistakes
+
+    index = most_confident_mistakes(outputs, labels, k=16)
+    probs = probabilities(outputs[index]) if len(index) else torch.empty(0, len(data.classes))
+    split_data = data.splits[split]
+    if hasattr(split_data, "images"):
+        images = split_data.images[index]
+    else:
+        images = torch.stack([predictor.read(split_data.paths[i]) for i in index.tolist()]) if len(index) else None
+    if images is None or len(index) == 0:
+        images = torch.zeros(0, predictor.in_channels, predictor.image_size, predictor.image_size, dtype=torch.uint8)
+    titles = [
+        f"true {data.classes[int(labels[i])]}\npred {data.classes[int(p.argmax())]} {100 * float(p.max()):.0f}%"
+        for i, p in zip(index.tolist(), probs)
+    ]
+    return plots.plot_gallery(images, titles, path, title="most confidently wrong")
+
+
+def summary(
+    model: str = "seednet", dataset: str = "mnist5k", data_dir: str = "./data", plot: str | Path | None = None
+) -> str:
+    """torchinfo's layer table (output shapes, parameters) of ``model`` sized for ``dataset``."""
+    from torchinfo import summary as torchinfo_summary
+
+    from cnnlab import plots
+    from cnnlab.data.registry import DATASETS
+
+    info = DATASETS.get(dataset)
+    if info is not None:
+        channels, size, classes = info.in_channels, info.image_size, len(info.classes)
+    else:
+        data = load_data(dataset, data_dir, ("train",))
+        channels, size, classes = data.in_channels, data.image_size, data.num_classes
+    net = build_model(model, channels, size, classes)
+    stats = torchinfo_summary(
+        net, input_size=(1, channels, size, size), col_names=("output_size", "num_params"), verbose=0, device="cpu"
+    )
+    if plot:
+        plots.plot_architecture(net, (channels, size, size), plot, title=f"{model} for {dataset}")
+    return str(stats)

@@ -1,0 +1,270 @@
+"""A training run, top to bottom: options → data → model → run directory → :func:`engine.fit` →
+pictures → finished. :func:`train` is ``cnnlab train`` and ``cnnlab.train``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab import runs
+from cnnlab.checkpoint import FORMAT, load_checkpoint, resume_point, stored_config
+from cnnlab.config import RESUME_OVERRIDES, TrainConfig, validate
+from cnnlab.data import Data, load_data
+from cnnlab.distributed import join
+from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
+from cnnlab.errors import UserError
+from cnnlab.models import build_model
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    best_val_acc: float
+    model: nn.Module
+    is_main: bool = True  # False on the other processes of a torchrun job (they print nothing)
+
+    @property
+    def val_acc(self) -> float:
+        return self.history[-1]["val_acc"] if self.history else float("nan")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """One seed for python, numpy and torch; optionally deterministic kernels only."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def model_for(cfg: TrainConfig, data: Data) -> nn.Module:
+    """The configured model sized for ``data`` (one output for logistic regression)."""
+    outputs = 1 if cfg.loss == "logistic" else data.num_classes
+    model = build_model(cfg.model, data.in_channels, data.image_size, outputs)
+    return model.double() if cfg.dtype == "float64" else model
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Train a model and write its run directory; ``options`` override ``config`` field by field.
+
+    ``resume=RUN_DIR`` continues that run from its ``last.pt`` with its stored options (only
+    ``epochs``, ``device``, ``max_steps``, ``progress``, ... may be changed); a run killed before its
+    first checkpoint starts over with the options in its ``config.json``. ``on_step(step, loss)``
+    runs after every optimiser step, ``on_epoch(row)`` after every epoch with its metrics row (an
+    exception it raises stops the run, which is then marked failed).
+    """
+    cfg, run_dir, ckpt = _options(config, resume, options)
+    world = join(cfg.device)  # decided once: one process, or one of several under torchrun
+    if ckpt is not None:  # keep the global batch if the number of processes changed
+        cfg = cfg.replace(batch_size=world.per_process_batch(cfg.batch_size, ckpt.get("world_size", 1)))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    with world.main_first():  # rank 0 downloads and caches, then the others read
+        data = load_data(cfg.dataset, cfg.data_dir, ("train", "val"), cfg.classes or None, cfg.image_size)
+    model = model_for(cfg, data)
+    if run_dir is None:  # rank 0 names and makes the run directory; every process learns its path
+        out = cfg.out or runs.default_run_dir(cfg.model, cfg.dataset)
+        run_dir = world.run_on_main(lambda: runs.create_run_dir(out, overwrite))
+        cfg = cfg.replace(out=str(run_dir))
+    if world.is_main:
+        runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size)
+        if cfg.progress:
+            _announce(data, ckpt)
+
+    def epoch_done(state: TrainState) -> None:
+        if world.is_main:
+            runs.write_metrics(run_dir, state.rows())
+        if on_epoch is not None:
+            on_epoch(state.history[-1] if state.history else state.rows()[-1])
+
+    stop_requested = _install_sigint()
+    try:
+        state = fit(
+            model, data, cfg, world, run_dir=run_dir, on_step=on_step, resume=ckpt,
+            checkpoint_extra=checkpoint_header(cfg, data, world.size), on_epoch=epoch_done,
+            should_stop=world.agreed(stop_requested, every=SYNC_EVERY),
+        )  # fmt: skip
+    except BaseException as exc:
+        if world.is_main:
+            _mark_stopped(run_dir, exc)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        world.close()
+    if not world.is_main:  # rank 0 draws the pictures and finishes the run directory
+        return TrainResult(run_dir, state.rows(), state.best_val_acc, model, is_main=False)
+    try:  # Ctrl-C from here on (its flag, or a KeyboardInterrupt) still leaves a resumable run
+        if stop_requested():
+            raise KeyboardInterrupt
+        return _finish_run(run_dir, state, model, data, cfg)
+    except KeyboardInterrupt:
+        runs.set_status(run_dir, "interrupted")
+        exc = Interrupted("stopped after training, before the final pictures; the checkpoints are complete")
+        exc.run_dir = run_dir
+        raise exc from None
+
+
+def _options(
+    config: TrainConfig | None, resume: str | Path | None, options: dict[str, Any]
+) -> tuple[TrainConfig, Path | None, dict[str, Any] | None]:
+    """The validated options of a new run, or of the run ``resume`` continues (with its directory
+    and ``last.pt``, ``None`` when it stopped before its first checkpoint)."""
+    if resume is None:
+        cfg = validate((config or TrainConfig()).replace(**options))
+        _check_optional_packages(cfg)
+        return cfg, None, None
+    run_dir, ckpt = resume_point(resume)
+    refused = sorted(set(options) - RESUME_OVERRIDES)
+    if refused:
+        raise UserError(f"a resumed run continues with its stored options; these cannot change: {', '.join(refused)}")
+    stored = stored_config(ckpt["config"] if ckpt is not None else runs.read_config(run_dir).get("config"), run_dir)
+    cfg = validate(stored.replace(**options))
+    _check_optional_packages(cfg)
+    if ckpt is None:
+        print(f"note: {run_dir} stopped before its first checkpoint; starting it over", file=sys.stderr)
+    else:
+        _check_continuable(run_dir, ckpt, stored, cfg)
+        if cfg.early_stop != stored.early_stop:  # a new patience: count afresh from here
+            ckpt["early_stop"] = {**(ckpt.get("early_stop") or {}), "bad_epochs": 0, "stopped": None}
+    return cfg, run_dir, ckpt
+
+
+def _check_continuable(run_dir: Path, ckpt: dict[str, Any], stored: TrainConfig, cfg: TrainConfig) -> None:
+    """Refuse, before anything is written, a resume that has nothing to train or that would bend the
+    learning-rate schedule: one-cycle and cosine are shaped by the total number of steps, so their
+    run cannot be lengthened (a constant or step schedule simply goes on)."""
+    done_epochs = ckpt["epoch"] - 1 if ckpt["batch"] == 0 else ckpt["epoch"]
+    stopped = (ckpt.get("early_stop") or {}).get("stopped")
+    if stopped is not None and cfg.early_stop == stored.early_stop:
+        raise UserError(
+            f"{run_dir} stopped early after epoch {stopped} ({stored.monitor} no longer improved): nothing to "
+            "train; pass another --early-stop (early_stop= in Python) to continue it"
+        )
+    if ckpt["epoch"] > cfg.epochs or (cfg.max_steps is not None and ckpt["step"] >= cfg.max_steps):
+        limit = f"--max-steps {cfg.max_steps}" if ckpt["epoch"] <= cfg.epochs else f"{cfg.epochs} epochs"
+        raise UserError(
+            f"{run_dir} has already trained its {limit} ({ckpt['step']} steps): nothing to train; "
+            f"pass a larger --epochs (epochs= in Python) than {done_epochs} to train further"
+        )
+    if cfg.schedule in ("onecycle", "cosine") and (cfg.epochs, cfg.max_steps) != (stored.epochs, stored.max_steps):
+        raise UserError(
+            f"{run_dir} uses --schedule {cfg.schedule}, whose learning-rate curve is fixed by the run's total "
+            "length: its --epochs and --max-steps cannot change on resume; start a new run to train longer"
+        )
+
+
+def _check_optional_packages(cfg: TrainConfig) -> None:
+    """Packages an option needs are checked before anything is written."""
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'")
+
+
+def _announce(data: Data, ckpt: dict[str, Any] | None) -> None:
+    """One line on what the run trains on, and where a resumed run continues."""
+    sizes = ", ".join(f"{len(split):,} {name}" for name, split in data.splits.items())
+    colour = "grey" if data.in_channels == 1 else "RGB"
+    shown = data.classes if len(data.classes) <= 12 else [*data.classes[:10], "..."]
+    print(
+        f"{data.name}: {data.num_classes} classes ({', '.join(shown)}), {sizes} images, "
+        f"{colour} {data.image_size}x{data.image_size}", flush=True,
+    )  # fmt: skip
+    if ckpt is not None:
+        print(f"resuming at epoch {ckpt['epoch']}, step {ckpt['step']}", flush=True)
+
+
+def _mark_stopped(run_dir: Path, exc: BaseException) -> None:
+    """Record in ``config.json`` why training stopped (the checkpoints say how far it got)."""
+    if isinstance(exc, Interrupted):
+        exc.run_dir = run_dir  # for the "resume with" hint
+        runs.set_status(run_dir, "interrupted")
+    elif isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: no checkpoint now, the last one stays
+        runs.set_status(run_dir, "interrupted")
+    elif isinstance(exc, Diverged):
+        runs.set_status(run_dir, "failed", error=str(exc))
+    else:
+        runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, cfg: TrainConfig) -> TrainResult:
+    """Write the final metrics, curves and confusion matrix (of ``best.pt``) and mark the run finished."""
+    from cnnlab import plots  # matplotlib and torchmetrics load only when pictures are drawn
+    from cnnlab.metrics import confusion_matrix
+
+    history = state.rows()
+    runs.write_metrics(run_dir, history)
+    plots.plot_curves(history, run_dir / "curves.png", title=f"{cfg.model} on {cfg.dataset}")
+    best = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best["model"])
+    val = evaluate(model, eval_batches(data, "val", cfg, model), make_loss(cfg), keep_outputs=True)
+    matrix = confusion_matrix(val["outputs"], val["labels"], len(data.classes))
+    plots.plot_confusion(
+        matrix, data.classes, run_dir / "confusion.png", title=f"validation accuracy {100 * val['accuracy']:.2f}%"
+    )
+    result = {
+        "best_val_acc": state.best_val_acc,
+        "final_val_acc": history[-1]["val_acc"],
+        "epochs_done": len(state.history),
+        "steps": state.step,
+        "stopped_early": state.stopped_early,  # the epoch early stopping ended the run after, or null
+    }
+    runs.set_status(run_dir, "finished", result=result)
+    return TrainResult(run_dir, history, state.best_val_acc, model)
+
+
+def checkpoint_header(cfg: TrainConfig, data: Data, world_size: int = 1) -> dict[str, Any]:
+    """What every checkpoint carries besides the weights: how to rebuild and feed the model."""
+    return {
+        "format": FORMAT,
+        "arch": {
+            "model": cfg.model,
+            "in_channels": data.in_channels,
+            "image_size": data.image_size,
+            "num_outputs": 1 if cfg.loss == "logistic" else data.num_classes,
+        },
+        "data": {"dataset": cfg.dataset, "classes": data.classes, "mean": list(data.mean), "std": list(data.std)},
+        "config": cfg.to_dict(),
+        "world_size": world_size,  # processes that trained it (the global batch is batch_size × this)
+    }
+
+
+def _install_sigint() -> Callable[[], bool]:
+    """Ctrl-C sets a flag the training loop checks after each step (a second Ctrl-C aborts)."""
+    requested = [False]
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested[0]:
+            raise KeyboardInterrupt
+        requested[0] = True
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (e.g. inside a server): no handler
+        pass
+    return lambda: requested[0]
