@@ -42,7 +42,7 @@ from cnnlab import plots
 from cnnlab.data import load_data, normalize
 
 SMOKE = os.environ.get("CNNLAB_SMOKE") == "1"
-ROOT = Path.cwd().parent if Path.cwd().name in ("notebooks", "examples") else Path.cwd()
+ROOT = Path(cnnlab.__file__).resolve().parents[1]  # the repository cnnlab is installed from (pip install -e .)
 RUNS = Path(os.environ.get("CNNLAB_RUNS") or ROOT / "runs" / "notebooks")
 RUNS.mkdir(parents=True, exist_ok=True)
 RUN = RUNS / "01_cnn_mnist"

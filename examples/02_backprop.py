@@ -46,7 +46,7 @@ from cnnlab.losses import ce, logistic, mse, nats_to_bits
 from cnnlab.models import build_model
 
 SMOKE = os.environ.get("CNNLAB_SMOKE") == "1"
-ROOT = Path.cwd().parent if Path.cwd().name in ("notebooks", "examples") else Path.cwd()
+ROOT = Path(cnnlab.__file__).resolve().parents[1]  # the repository cnnlab is installed from (pip install -e .)
 RUNS = Path(os.environ.get("CNNLAB_RUNS") or ROOT / "runs" / "notebooks")
 OUT = RUNS / "02_backprop"
 OUT.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ import cnnlab
 from cnnlab.losses import LOSSES
 
 SMOKE = os.environ.get("CNNLAB_SMOKE") == "1"
-ROOT = Path.cwd().parent if Path.cwd().name in ("notebooks", "examples") else Path.cwd()
+ROOT = Path(cnnlab.__file__).resolve().parents[1]  # the repository cnnlab is installed from (pip install -e .)
 RUNS = Path(os.environ.get("CNNLAB_RUNS") or ROOT / "runs" / "notebooks")
 OUT = RUNS / "03_losses"
 OUT.mkdir(parents=True, exist_ok=True)

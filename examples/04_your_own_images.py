@@ -43,7 +43,7 @@ from cnnlab import plots
 from cnnlab.data import load_data
 
 SMOKE = os.environ.get("CNNLAB_SMOKE") == "1"
-ROOT = Path.cwd().parent if Path.cwd().name in ("notebooks", "examples") else Path.cwd()
+ROOT = Path(cnnlab.__file__).resolve().parents[1]  # the repository cnnlab is installed from (pip install -e .)
 RUNS = Path(os.environ.get("CNNLAB_RUNS") or ROOT / "runs" / "notebooks")
 OUT = RUNS / "04_your_own_images"
 OUT.mkdir(parents=True, exist_ok=True)
