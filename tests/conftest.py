@@ -94,3 +94,16 @@ def make_image_folder(root: Path, mnist5k, per_class: int = 12, classes: tuple[i
                 img = img.resize((40, 40)).convert("RGB")  # bigger, colour mode
             img.save(folder / f"{k}.{'jpg' if k % 3 == 2 else 'png'}")
     return root
+
+
+def needs_path(path: str | Path, what: str) -> pytest.MarkDecorator:
+    """Skip the test, saying why, where ``path`` (something outside Python: a browser, /dev/full, /proc)
+    is missing on this machine (CI has them all, so nothing is skipped there)."""
+    return pytest.mark.skipif(not Path(path).exists(), reason=f"needs {path} ({what}), which this machine lacks")
+
+
+def needs_module(name: str, install: str) -> pytest.MarkDecorator:
+    """Skip the test, saying how to install it, where the optional package ``name`` is missing."""
+    import importlib.util
+
+    return pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"needs {name}: {install}")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, needs_module, needs_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -74,6 +74,9 @@ def drag(page, points: list[tuple[float, float]]) -> None:
     page.mouse.up()
 
 
+@pytest.mark.slow
+@needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
+@needs_module("playwright", "pip install playwright")
 def test_draw_a_stroke_and_see_the_prediction(server: str, tmp_path: Path, digit_png: tuple[Path, str]):
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} is missing: install Debian's Chromium with `apt-get install -y chromium` "

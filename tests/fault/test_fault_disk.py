@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_path
 from faultkit import assert_same_state
 
 import cnnlab
@@ -22,7 +23,9 @@ from cnnlab.errors import UserError
 RUN = dict(dataset="digits", epochs=1, checkpoint_every=3, deterministic=True, progress=False)
 
 
-@pytest.mark.parametrize("where", ["/proc/cnnlab-fault-test/run", "a-file/run"])
+@pytest.mark.parametrize(
+    "where", [pytest.param("/proc/cnnlab-fault-test/run", marks=needs_path("/proc", "Linux's procfs")), "a-file/run"]
+)
 def test_an_unwritable_out_is_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture, where: str):
     (tmp_path / "a-file").write_text("a file, not a folder")
     out = where if where.startswith("/") else str(tmp_path / where)
@@ -52,6 +55,7 @@ def full_disk_trap(monkeypatch: pytest.MonkeyPatch, folder: Path, name: str) -> 
     return made
 
 
+@needs_path("/dev/full", "a device whose every write fails with ENOSPC")
 def test_a_full_disk_keeps_the_old_checkpoint_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "last.pt"
     save_atomic({"weights": torch.arange(10.0)}, path)
@@ -72,6 +76,7 @@ def test_a_vanished_run_directory_is_a_user_error(tmp_path: Path):
     assert not (tmp_path / "gone").exists()
 
 
+@needs_path("/dev/full", "a device whose every write fails with ENOSPC")
 def test_disk_full_mid_run_stops_cleanly_and_the_run_resumes_to_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -99,6 +104,7 @@ def test_disk_full_mid_run_stops_cleanly_and_the_run_resumes_to_the_same_result(
         assert_same_state(ours[key], theirs[key], key)
 
 
+@needs_path("/dev/full", "a device whose every write fails with ENOSPC")
 def test_a_full_disk_while_writing_run_files_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
@@ -112,6 +118,7 @@ def test_a_full_disk_while_writing_run_files_is_one_line(
     assert not (out / "last.pt").exists()
 
 
+@needs_path("/proc", "Linux's procfs")
 def test_eval_into_an_unwritable_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     run = tmp_path / "run"
     cnnlab.train(dataset="digits", epochs=1, max_steps=1, out=str(run), progress=False)
