@@ -3,14 +3,15 @@
 The exported network takes normalised float32 images ``[batch, C, H, W]`` (any batch size) and
 returns class probabilities ``[batch, classes]``. How to prepare its input travels with it, as JSON
 (:func:`metadata`): in ONNX ``metadata_props`` (key ``cnnlab``, plus ``classes``, ``mean``, ``std``,
-``input_shape``), in TorchScript the extra file ``cnnlab.json``::
+``input_shape``), in TorchScript the extra file ``cnnlab.json``. An image file becomes ``pixels`` the
+way the model's :attr:`~cnnlab.inference.Predictor.preprocessing` does it (``image`` in the metadata:
+its recipe, ``digit`` or ``resize``, and its steps), then::
 
     x = (pixels / 255 - mean) / std     # pixels: uint8 [batch, C, H, W], channel by channel
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -19,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.api import Predictor, load
 from cnnlab.errors import UserError
+from cnnlab.inference import Predictor, load
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXPORT_FORMAT = "cnnlab-export-1"
@@ -46,6 +47,7 @@ class WithProbabilities(nn.Module):
 def metadata(predictor: Predictor) -> dict[str, Any]:
     """Everything needed to feed the exported model and read its answer."""
     c, s = predictor.in_channels, predictor.image_size
+    image = predictor.preprocessing.describe()
     return {
         "format": EXPORT_FORMAT,
         "model": predictor.config.model,
@@ -55,8 +57,9 @@ def metadata(predictor: Predictor) -> dict[str, Any]:
         "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)], "dtype": "float32"},
         "mean": list(predictor.mean),
         "std": list(predictor.std),
-        "preprocessing": "x = (pixels / 255 - mean) / std per channel; pixels uint8 [batch, C, H, W]"
-        + ("; light ink on a dark background" if predictor.mean[0] < 0.5 and c == 1 else ""),
+        "image": image,
+        "preprocessing": f"image file → pixels uint8 [batch, C, H, W] ({image['recipe']}: {image['steps']}); "
+        "x = (pixels / 255 - mean) / std per channel",
     }
 
 
@@ -119,18 +122,3 @@ def _export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, A
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(net)
         torch.jit.save(scripted, str(target), _extra_files={"cnnlab.json": json.dumps(meta)})
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="write the model as ONNX or TorchScript, with its preprocessing")
-    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
-    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx (onnxruntime) or torchscript")
-    p.add_argument("--out", metavar="FILE", help="output file (default: model.onnx / model.torchscript.pt in the run)")
-    p.set_defaults(func=cmd_export)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    target = export(args.run, args.format, args.out)
-    print(f"{args.format} model saved to {target}")
-    print("input: float32 [batch, C, H, W] = (pixels / 255 - mean) / std; output: probabilities [batch, classes]")
-    return 0

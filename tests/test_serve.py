@@ -1,4 +1,4 @@
-"""``cnnlab serve``: the MNIST-style preprocessing, and the JSON API through FastAPI's TestClient."""
+"""``cnnlab serve``: the JSON API through FastAPI's TestClient, and its agreement with ``cnnlab predict``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,8 +19,8 @@ from PIL import Image
 import cnnlab
 from cnnlab.cli import main as cli_main
 from cnnlab.errors import UserError
+from cnnlab.preprocess import for_training_data
 from cnnlab.serve.app import create_app
-from cnnlab.serve.preprocess import center_like_mnist, decode_image, prepare_image
 
 LIMIT = 200_000
 
@@ -56,68 +55,7 @@ def client(trained_run: Path) -> TestClient:
         yield c
 
 
-@pytest.fixture(scope="module")
-def val_digits(mnist5k) -> tuple[torch.Tensor, torch.Tensor]:
-    val = mnist5k.splits["val"]
-    return val.images[:120], val.labels[:120]
-
-
-# ---- preprocessing ------------------------------------------------------------------------------
-
-
-def test_center_like_mnist_fits_the_ink_in_a_20_pixel_box_centred_by_mass():
-    ink = np.zeros((90, 140), dtype=np.float32)
-    ink[10:70, 100:130] = 1.0  # a 60×30 bar far from the centre
-    out = center_like_mnist(ink, size=28, box=20)
-    rows = np.flatnonzero((out > 0.1).any(axis=1))
-    cols = np.flatnonzero((out > 0.1).any(axis=0))
-    assert out.shape == (28, 28) and rows[-1] - rows[0] + 1 == 20 and cols[-1] - cols[0] + 1 == 10
-    mass = out.sum()
-    cy = (out.sum(axis=1) * np.arange(28)).sum() / mass
-    cx = (out.sum(axis=0) * np.arange(28)).sum() / mass
-    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
-
-
-def test_center_like_mnist_leaves_a_blank_image_blank():
-    assert not center_like_mnist(np.zeros((50, 50), dtype=np.float32)).any()
-
-
-def test_prepare_image_inverts_a_drawing_only_when_the_backgrounds_differ(mnist5k):
-    digit = mnist5k.splits["val"].images[7, 0].numpy()
-    drawing = drawn_like_the_page(digit)
-    for_mnist = prepare_image(drawing, 1, 28, dark_background=True)
-    for_paper = prepare_image(drawing, 1, 28, dark_background=False)
-    assert for_mnist.shape == (1, 28, 28) and for_mnist.dtype == torch.uint8
-    assert for_mnist[0, 0, 0] == 0 and for_mnist.max() > 200  # light ink on black, like MNIST
-    assert torch.equal(for_paper, 255 - for_mnist)  # the same digit, dark on white
-    # an MNIST digit (already light on dark) is not inverted
-    assert prepare_image(Image.fromarray(digit), 1, 28, True).float().mean() < 80
-
-
-def test_prepare_image_keeps_mnist_digits_as_the_model_knows_them(trained_run: Path, val_digits):
-    predictor = cnnlab.load(trained_run)
-    images, labels = val_digits
-    prepared = torch.stack([prepare_image(Image.fromarray(im[0].numpy()), 1, 28, True) for im in images])
-    direct = (predictor.probabilities(images).argmax(1) == labels).float().mean()
-    again = (predictor.probabilities(prepared).argmax(1) == labels).float().mean()
-    assert again >= direct - 0.02
-
-
-def test_prepare_image_recovers_digits_drawn_big_and_off_centre(trained_run: Path, val_digits):
-    predictor = cnnlab.load(trained_run)
-    images, labels = val_digits
-    drawn = [drawn_like_the_page(im[0].numpy(), offset=(10 + i % 90, 100 - i % 90)) for i, im in enumerate(images)]
-    prepared = torch.stack([prepare_image(d, 1, 28, True) for d in drawn])
-    accuracy = (predictor.probabilities(prepared).argmax(1) == labels).float().mean()
-    naive = torch.stack([cnnlab.data.images.to_model_input(d, 1, 28, invert=True) for d in drawn])
-    naive_accuracy = (predictor.probabilities(naive).argmax(1) == labels).float().mean()
-    assert accuracy >= 0.8 and accuracy > naive_accuracy + 0.2
-
-
-def test_prepare_image_resizes_colour_images_as_they_are():
-    img = Image.new("RGB", (64, 48), (200, 30, 30))
-    out = prepare_image(img, 3, 32, dark_background=True)
-    assert out.shape == (3, 32, 32) and out[0].float().mean() > 190 and out[1].float().mean() < 40
+# ---- decoding uploads ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -125,9 +63,9 @@ def test_prepare_image_resizes_colour_images_as_they_are():
     [(b"", "empty"), (b"hello, world\n", "not a readable image"), (png_header_only(5000, 5000), "too large"),
      (png_header_only(100_000, 100_000), "too large")],
 )  # fmt: skip
-def test_decode_image_refuses_bad_bytes_with_a_user_error(data: bytes, message: str):
+def test_decode_refuses_bad_bytes_with_a_user_error(data: bytes, message: str):
     with pytest.raises(UserError, match=message):
-        decode_image(data)
+        for_training_data(1, 28, (0.13,)).decode(data, max_pixels=4096 * 4096)
 
 
 # ---- the JSON API -----------------------------------------------------------------------------
@@ -177,12 +115,35 @@ def test_model_info_comes_from_the_run(client: TestClient, trained_run: Path):
     assert info["parameters"] == 8490
 
 
-def test_health_page_and_static_files(client: TestClient):
+def test_health_page_static_files_and_favicon(client: TestClient):
     assert client.get("/healthz").json() == {"status": "ok"}
     page = client.get("/")
     assert page.status_code == 200 and '<canvas id="pad"' in page.text
-    for name in ("app.js", "style.css"):
+    for name in ("app.js", "style.css", "favicon.svg"):
         assert client.get(f"/static/{name}").status_code == 200
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/")
+
+
+def test_the_page_footer_describes_this_models_preprocessing(client: TestClient):
+    info = client.get("/api/model").json()
+    assert info["preprocessing"]["recipe"] == "digit" and "20×20" in info["preprocessing_summary"]
+    assert "preprocessing-note" in client.get("/").text and "preprocessing_summary" in client.get("/static/app.js").text
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [({"img": "abc"}, 'no "image" key'), ([1, 2], "must be an object"), ({"image": 3}, "must be a string")],
+)
+def test_json_errors_say_what_is_wrong(client: TestClient, body, message: str):
+    response = client.post("/api/predict", json=body)
+    assert response.status_code == 400 and message in response.json()["detail"]
+
+
+def test_a_blank_image_is_refused_as_empty(client: TestClient):
+    blank = png_bytes(Image.new("RGBA", (280, 280), (255, 255, 255, 0)))
+    response = client.post("/api/predict", json={"image": base64.b64encode(blank).decode()})
+    assert response.status_code == 400 and "the image is empty" in response.json()["detail"]
 
 
 def test_uploads_over_the_limit_are_refused_with_413(client: TestClient):
@@ -208,6 +169,12 @@ BAD_REQUESTS = {
     "invalid json": dict(content=b"{image:", headers={"content-type": "application/json"}),
     "json list": dict(json=[1, 2, 3]),
     "json without image": dict(json={"picture": "abc"}),
+    "blank image": dict(files={"file": ("b.png", png_bytes(Image.new("RGB", (280, 280), "white")), "image/png")}),
+    "blank noisy scan": dict(
+        files={
+            "file": ("n.png", png_bytes(Image.effect_noise((200, 120), 12).point(lambda v: v // 4 + 120)), "image/png")
+        }
+    ),
     "json image not text": dict(json={"image": 12}),
     "bad base64": dict(json={"image": "!!! not base64 !!!"}),
     "base64 of text": dict(json={"image": base64.b64encode(b"hello").decode()}),
@@ -231,6 +198,38 @@ def test_corrupted_pngs_never_cause_a_server_error(client: TestClient, flips: li
         data[position % len(data)] = value
     response = client.post("/api/predict", files={"file": ("c.png", bytes(data), "image/png")})
     assert response.status_code in (200, 400), response.text
+
+
+def agreement_images(digit: np.ndarray, folder: Path) -> list[Path]:
+    """The same digit as a user might give it: dark on white, in a wide image, on yellow paper; light on black."""
+    big = Image.fromarray(255 - digit).resize((140, 140), Image.Resampling.BILINEAR)
+    white = Image.new("L", (280, 280), 255)
+    white.paste(big, (20, 100))
+    wide = Image.new("L", (600, 180), 255)
+    wide.paste(big, (420, 20))
+    yellow = Image.new("RGB", (300, 260), (250, 235, 150))
+    yellow.paste(Image.new("RGB", (140, 140), (30, 30, 90)), (60, 50), Image.fromarray(digit).resize((140, 140)))
+    paths = []
+    for name, img in [("white", white), ("wide", wide), ("yellow", yellow), ("mnist", Image.fromarray(digit))]:
+        paths.append(folder / f"{name}.png")
+        img.save(paths[-1])
+    jpeg = folder / "yellow.jpg"
+    yellow.save(jpeg, quality=90)
+    return [*paths, jpeg]
+
+
+def test_predict_and_serve_give_the_same_answer_on_the_same_file(
+    client: TestClient, trained_run: Path, mnist5k, tmp_path: Path
+):
+    val = mnist5k.splits["val"]
+    for i in (5, 42):
+        paths = agreement_images(val.images[i, 0].numpy(), tmp_path)
+        predicted = cnnlab.predict(trained_run, paths, topk=10)
+        for path, answer in zip(paths, predicted):
+            served = client.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
+            assert served["label"] == answer["label"], path.name
+            assert served["probabilities"] == pytest.approx(dict(answer["topk"]), abs=1e-6), path.name
+        assert {a["label"] for a in predicted} == {mnist5k.classes[int(val.labels[i])]}
 
 
 def test_serve_refuses_a_missing_run_with_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -1,8 +1,11 @@
 """Reading one image file into the uint8 tensor a model expects (any size, any mode).
 
-Every failure on a file's content (not an image, truncated, corrupt, a decompression bomb whose
-header declares more than Pillow's ``MAX_IMAGE_PIXELS``, a mode that has no grey or RGB form) is a
-:class:`~cnnlab.errors.UserError` naming the file: image files come from users and are not trusted.
+Image files come from users and are not trusted. :func:`open_image` opens only the formats in
+``FORMATS`` (PNG, JPEG, GIF, BMP, WebP, TIFF: no ICO, EPS or other loaders that decode or run
+something on open), refuses an image whose header declares more than ``MAX_PIXELS`` pixels before
+decoding any of them, treats Pillow's decompression-bomb warning as an error, and decodes JPEGs at
+a reduced scale when that is enough. Big images are shrunk (:func:`shrink`) before any float
+maths. Every failure on a file's content is a :class:`~cnnlab.errors.UserError` naming the file.
 """
 
 from __future__ import annotations
@@ -13,30 +16,66 @@ from typing import IO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ALPHA_MODES = {"RGBA", "LA", "P", "PA", "RGBa", "La"}
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # Pillow's names; the only loaders ever used
+MAX_PIXELS = 8192 * 8192  # 67 MP: any camera photo; its decoded RGBA copy is at most 256 MiB
+WORK_SIDE = 1024  # images are shrunk to at most this longer side (or 4x the model's size) before float maths
 
 
-def open_image(path: str | Path | IO[bytes]) -> Image.Image:
-    """Open and fully decode an image; any failure (missing, not an image, corrupt, decompression
-    bomb) is a UserError naming the file."""
+def open_image(
+    path: str | Path | IO[bytes], max_pixels: int = MAX_PIXELS, draft_side: int | None = None
+) -> Image.Image:
+    """Open and fully decode an image of an allowed format and at most ``max_pixels`` pixels (checked on
+    the header, before decoding); a JPEG is decoded at the smallest scale that keeps its longer side at
+    least ``draft_side``. Any failure (missing, not an allowed image, corrupt, too large) is a UserError
+    naming the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on odd metadata are not the user's problem
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=FORMATS) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise UserError(
+                        f"{path}: {width}x{height} pixels is too large (at most {max_pixels:,}); scale it down"
+                    )
+                if draft_side and img.format == "JPEG" and max(width, height) > draft_side:
+                    scale = max(width, height) / draft_side
+                    img.draft(img.mode, (int(width / scale) + 1, int(height / scale) + 1))
                 img.load()
                 return img.copy()
+    except UserError:
+        raise
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not an image file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{path}: image is too large (over Pillow's decompression-bomb limit)") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not a readable image (PNG, JPEG, GIF, BMP, WebP or TIFF)") from None
     except Exception as exc:  # a decoder fed hostile bytes may raise anything: all mean "unreadable"
         raise UserError(f"{path}: not a readable image ({type(exc).__name__})") from None
+
+
+def shrink(img: Image.Image, side: int) -> Image.Image:
+    """``img`` reduced by the smallest integer factor that brings its longer side to at most ``side``
+    (each output pixel the mean of a factor×factor block: antialiased, no float copy of the original)."""
+    factor = -(-max(img.size) // side)
+    if factor <= 1:
+        return img
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode == "P":
+        img = img.convert("RGBA")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    return img.reduce(factor)
 
 
 def to_model_input(img: Image.Image, channels: int, size: int, invert: bool = False) -> torch.Tensor:
@@ -47,7 +86,7 @@ def to_model_input(img: Image.Image, channels: int, size: int, invert: bool = Fa
     if img.width < 1 or img.height < 1:
         raise UserError(f"image has no pixels ({img.width}x{img.height})")
     try:
-        img = _to_8bit(img)
+        img = _to_8bit(shrink(img, max(WORK_SIDE, 4 * size)))
         if img.mode in ALPHA_MODES:
             # Transparent pixels become white: what a drawing on a web page looks like.
             background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -88,7 +127,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 def read_image(path: str | Path, channels: int, size: int, invert: bool = False) -> torch.Tensor:
     """Read ``path`` as a uint8 tensor [channels, size, size] (see :func:`to_model_input`)."""
-    img = open_image(path)
+    img = open_image(path, draft_side=max(WORK_SIDE, 4 * size))
     try:
         return to_model_input(img, channels, size, invert)
     except UserError as exc:

@@ -1,16 +1,28 @@
 """``cnnlab serve``: a draw-a-digit web page and a JSON prediction API for a trained run.
 
-The app lives in :mod:`cnnlab.serve.app` (FastAPI), the model side in :mod:`cnnlab.serve.service`
-and the MNIST-style preprocessing of drawings in :mod:`cnnlab.serve.preprocess`. FastAPI and uvicorn
-are imported only when the command runs.
+The app lives in :mod:`cnnlab.serve.app` (FastAPI), the model side in :mod:`cnnlab.serve.service`;
+images become model input through the run's own preprocessing (:mod:`cnnlab.preprocess`), as with
+``cnnlab predict``. FastAPI, uvicorn and torch are imported only when the command runs.
+
+``serve`` is a local tool. It checks that it can listen on ``--host:--port`` before saying so; bound
+to loopback it answers only loopback ``Host`` names (no DNS rebinding); ``--token`` (or ``CNNLAB_TOKEN``)
+makes the API require a bearer token; idle connections are closed after a few seconds and at most
+``LIMIT_CONCURRENCY`` are open at once. For anything beyond one machine, put a reverse proxy in front.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import os
+import socket
 
 from cnnlab.errors import UserError
+
+TOKEN_ENV = "CNNLAB_TOKEN"
+TIMEOUT_KEEP_ALIVE = 5  # seconds an idle connection stays open
+LIMIT_CONCURRENCY = 32  # open connections at most; more get 503
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +34,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads per prediction (default 1: fastest for one small image)"
     )
+    p.add_argument(
+        "--max-pixels", type=int, default=2048 * 2048,
+        help="largest image accepted, in pixels (default 4194304 = 2048x2048; the page's canvas sends 280x280, "
+        "so this only limits uploads; one image decodes to at most 4 bytes per pixel)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-concurrent", type=int, default=2,
+        help="predictions computed at once, the others wait (default 2); bounds the memory in use",
+    )  # fmt: skip
+    p.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV),
+        help=f"require 'Authorization: Bearer TOKEN' on /api/* (default: ${TOKEN_ENV} if set); the page "
+        "takes it from its address: http://HOST:PORT/#token=TOKEN",
+    )  # fmt: skip
+    p.add_argument("--api-docs", action="store_true", help="also serve the API's docs at /api/docs and /openapi.json")
     p.set_defaults(func=cmd_serve)
 
 
@@ -29,22 +56,69 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from cnnlab.serve.app import create_app
+    from cnnlab.serve.app import LOOPBACK_HOSTS, create_app
 
+    _check_arguments(args)
+    sock = bind(args.host, args.port)  # before anything is printed: a busy port or a bad host is one line
+    try:
+        torch.set_num_threads(args.threads)
+        loopback = _is_loopback(args.host)
+        app = create_app(
+            args.run, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+            max_concurrent=args.max_concurrent, allowed_hosts=LOOPBACK_HOSTS if loopback else None,
+            token=args.token or None, api_docs=args.api_docs,
+        )  # fmt: skip
+        if not loopback and not args.token:
+            print(
+                f"warning: listening on {args.host} without --token: anyone who can reach this machine can use "
+                f"the model; set --token (or {TOKEN_ENV}) and put a reverse proxy in front"
+            )
+        port = sock.getsockname()[1]
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"serving {args.run} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+        config = uvicorn.Config(
+            app, log_level="warning", timeout_keep_alive=TIMEOUT_KEEP_ALIVE, limit_concurrency=LIMIT_CONCURRENCY
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0 to 65535 (got {args.port})")
     if not 0 < args.max_upload_mb <= 1024:  # also refuses nan and inf
         raise UserError(f"--max-upload-mb must be > 0 and at most 1024 (got {args.max_upload_mb})")
     if args.threads < 1:
         raise UserError(f"--threads must be ≥ 1 (got {args.threads})")
-    torch.set_num_threads(args.threads)
-    app = create_app(args.run, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    if not _is_loopback(args.host):
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the model")
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {args.run} at http://{shown}:{args.port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    if not 1 <= args.max_pixels <= 8192 * 8192:
+        raise UserError(f"--max-pixels must be 1 to {8192 * 8192:,} (got {args.max_pixels})")
+    if args.max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be ≥ 1 (got {args.max_concurrent})")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (as uvicorn would make it); a host that is not an address of
+    this machine, or a port in use or not allowed, is a UserError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UserError(f"--host {host}: not an address this machine can listen on ({reason})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = (
+            "in use (pick another --port, or 0 for any free one)" if exc.errno == errno.EADDRINUSE else exc.strerror
+        )
+        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,29 +1,37 @@
 """The web app: one page to draw on and a small JSON API, over a :class:`ModelService`.
 
-Routes: ``GET /`` (the page), ``GET /static/*``, ``GET /healthz``, ``GET /api/model``,
-``POST /api/predict``. An image reaches ``/api/predict`` as a multipart form field ``file``, as JSON
+Routes: ``GET /`` (the page), ``GET /static/*``, ``GET /favicon.ico``, ``GET /healthz``,
+``GET /api/model``, ``POST /api/predict`` (and ``/api/docs``, ``/openapi.json`` only when asked for).
+An image reaches ``/api/predict`` as a multipart form field ``file``, as JSON
 ``{"image": "<base64 PNG, data: URL prefix allowed>"}`` or as the raw bytes of the body. Bad input
-of any kind is a 4xx with a one-line ``detail``: 413 past the upload limit, 400 for the rest.
+of any kind is a 4xx with a one-line ``detail``: 413 past the upload limit, 401 without the token
+(when there is one), 400 for the rest (a ``Host`` header not in ``allowed_hosts`` included).
+At most ``max_concurrent`` predictions run at once; the others wait their turn.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from anyio import CapacityLimiter, to_thread
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cnnlab.errors import UserError
-from cnnlab.serve.service import ModelService
+from cnnlab.serve.service import MAX_PIXELS, ModelService
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 2 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT = 2  # predictions at once; each holds at most one decoded image of MAX_PIXELS
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -71,9 +79,15 @@ def _json_image(body: bytes) -> bytes:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise HTTPException(400, "the body is not valid JSON") from None
-    text = payload.get("image") if isinstance(payload, dict) else None
-    if not isinstance(text, str):
+    except RecursionError:
+        raise HTTPException(400, "the JSON is nested too deeply") from None
+    if not isinstance(payload, dict):
         raise HTTPException(400, 'JSON must be an object {"image": "<base64 PNG>"}')
+    if "image" not in payload:
+        raise HTTPException(400, 'the JSON object has no "image" key: send {"image": "<base64 PNG>"}')
+    text = payload["image"]
+    if not isinstance(text, str):
+        raise HTTPException(400, '"image" must be a string of base64 (a PNG, data: URL prefix allowed)')
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
@@ -82,29 +96,69 @@ def _json_image(body: bytes) -> bytes:
         raise HTTPException(400, "'image' is not valid base64") from None
 
 
-def create_app(run_or_checkpoint: str | Path, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
-    """The FastAPI app serving the model in ``run_or_checkpoint`` (loaded once, here)."""
-    service = ModelService(run_or_checkpoint)
-    app = FastAPI(title="cnnlab", docs_url="/api/docs", redoc_url=None)
+def bearer_token_check(token: str | None):
+    """A FastAPI dependency refusing (401) a request without ``Authorization: Bearer <token>``."""
+
+    def check(request: Request) -> None:
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(
+                401, "this server needs a token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"}
+            )
+
+    return check
+
+
+def create_app(
+    run_or_checkpoint: str | Path,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    allowed_hosts: Sequence[str] | None = None,
+    token: str | None = None,
+    api_docs: bool = False,
+) -> FastAPI:
+    """The FastAPI app serving the model in ``run_or_checkpoint`` (loaded once, here).
+
+    ``allowed_hosts``: the only ``Host`` headers answered (None: any); ``token``: required as a bearer
+    token by ``/api/*``; ``api_docs``: serve ``/api/docs`` and ``/openapi.json``."""
+    service = ModelService(run_or_checkpoint, max_pixels=max_pixels)
+    app = FastAPI(
+        title="cnnlab",
+        docs_url="/api/docs" if api_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if api_docs else None,
+    )
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    limiter = CapacityLimiter(max_concurrent)
+    authorised = Depends(bearer_token_check(token))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/model")
+    @app.get("/api/model", dependencies=[authorised])
     def model() -> dict[str, Any]:
         return service.info()
 
-    @app.post("/api/predict")
+    @app.post("/api/predict", dependencies=[authorised])
     async def predict(request: Request) -> JSONResponse:
         data = await image_bytes(request, await read_body(request, max_upload_bytes))
         try:
-            return JSONResponse(await run_in_threadpool(service.predict, data))
+            return JSONResponse(await to_thread.run_sync(service.predict, data, limiter=limiter))
         except UserError as exc:
             raise HTTPException(400, str(exc)) from None
 

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.api import Predictor, load
 from cnnlab.errors import UserError
-from cnnlab.serve.preprocess import decode_image, prepare_image
+from cnnlab.inference import Predictor, load
+from cnnlab.preprocess import require_content
 
 MAX_CHANNELS = 32  # feature maps shown per layer
+MAX_PIXELS = 2048 * 2048  # an upload's pixels: the page's canvas sends 280x280; a phone photo must be scaled down
 
 
 def png_base64(pixels: np.ndarray) -> str:
@@ -82,8 +83,9 @@ def feature_map_pngs(maps: list[tuple[str, torch.Tensor]], max_channels: int = M
 class ModelService:
     """A loaded run, ready to answer the page: one model, its classes and how to feed it."""
 
-    def __init__(self, run_or_checkpoint: str | Path):
+    def __init__(self, run_or_checkpoint: str | Path, max_pixels: int = MAX_PIXELS):
         self.predictor: Predictor = load(run_or_checkpoint)
+        self.max_pixels = max_pixels
         self.dark_background = self.predictor.mean[0] < 0.5  # MNIST-like: light ink on dark
         self.run_config = _read_run_config(self.predictor.path.parent)
 
@@ -99,6 +101,8 @@ class ModelService:
             "mean": list(p.mean),
             "std": list(p.std),
             "light_on_dark": self.dark_background,
+            "preprocessing": p.preprocessing.describe(),
+            "preprocessing_summary": p.preprocessing.summary(),
             "parameters": sum(t.numel() for t in p.model.parameters()),
             "layers": [str(layer) for layer in p.model],
             "status": self.run_config.get("status"),
@@ -109,10 +113,12 @@ class ModelService:
         }
 
     def prepare(self, data: bytes) -> torch.Tensor:
-        """Image bytes → uint8 [C, H, W] as the model sees it; any image it cannot use is a UserError."""
+        """Image bytes → uint8 [C, H, W] as the model sees it (the Predictor's preprocessing, as ``predict``);
+        any image it cannot use, or one with nothing on it, is a UserError."""
         p = self.predictor
         try:
-            return prepare_image(decode_image(data), p.in_channels, p.image_size, self.dark_background)
+            image = p.prepare(p.preprocessing.decode(data, "upload", self.max_pixels))
+            return require_content(image, "upload")
         except UserError:
             raise
         except Exception as exc:  # an odd mode or a malformed file that slipped past the decoder: bad input

@@ -11,6 +11,21 @@ let current = null;
 let background = null; // an uploaded image, drawn under the strokes
 let requestId = 0;
 
+// With `cnnlab serve --token`, open the page as http://HOST:PORT/#token=TOKEN: the token is kept for
+// this tab and sent with every API request.
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.has("token")) {
+  sessionStorage.setItem("cnnlab-token", fragment.get("token"));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+function api(path, options = {}) {
+  const token = sessionStorage.getItem("cnnlab-token");
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return fetch(path, { ...options, headers });
+}
+
 // ---- drawing ---------------------------------------------------------------------------------
 
 function point(event) {
@@ -113,7 +128,7 @@ async function ask(options) {
   const id = ++requestId;
   document.getElementById("result").dataset.state = "busy";
   try {
-    const response = await fetch("/api/predict", options);
+    const response = await api("/api/predict", options);
     const answer = await response.json();
     if (id !== requestId) return; // a newer drawing was sent meanwhile
     if (!response.ok) throw new Error(answer.detail || response.statusText);
@@ -205,8 +220,9 @@ function showMaps(layers) {
 
 async function start() {
   redraw();
-  const response = await fetch("/api/model");
+  const response = await api("/api/model");
   const info = await response.json();
+  if (!response.ok) throw new Error(response.status === 401 ? "open the page as /#token=YOUR_TOKEN" : info.detail);
   classes = info.classes;
   buildBars();
   const accuracy = info.best_val_acc == null ? "" : ` · validation accuracy ${percent(info.best_val_acc)}`;
@@ -214,6 +230,7 @@ async function start() {
   document.getElementById("model-info").textContent =
     `${info.model} on ${info.dataset} · ${info.parameters.toLocaleString("en")} parameters · input ${c}×${h}×${w}${accuracy}`;
   document.getElementById("input-caption").textContent = `input ${h}×${w}`;
+  document.getElementById("preprocessing-note").textContent = info.preprocessing_summary;
   document.body.dataset.ready = "true";
 }
 
