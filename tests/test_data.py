@@ -223,3 +223,107 @@ def test_an_unreadable_cache_entry_is_rebuilt(tmp_path: Path, monkeypatch: pytes
     cache_entry(cache).write_bytes(b"not a torch file")
     assert load_data("mnist", folder, ("test",), download=False).splits["test"].labels.tolist() == [3, 1]
     assert "is unreadable" in capsys.readouterr().err
+
+
+@pytest.fixture
+def file_server(tmp_path: Path):
+    """A local HTTP server for ``tmp_path/served``: (base URL, the paths requested so far)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", requested
+    server.shutdown()
+    server.server_close()
+
+
+def serve_mnist_format(monkeypatch: pytest.MonkeyPatch, base: str, served: Path, labels: list[int]) -> None:
+    """Publish t10k and train files at ``base`` as torchvision's FashionMNIST mirror, with their MD5s."""
+    import hashlib
+
+    import torchvision.datasets as tvd
+
+    resources = []
+    for stem in ("train", "t10k"):
+        folder = small_idx_test_folder(served / stem, labels)
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"{stem}-{kind}-ubyte.gz"
+            packed = gzip.compress((folder / f"t10k-{kind}-ubyte").read_bytes())
+            (served / name).write_bytes(packed)
+            resources.append((name, hashlib.md5(packed).hexdigest()))
+    monkeypatch.setattr(tvd.FashionMNIST, "mirrors", [base])
+    monkeypatch.setattr(tvd.FashionMNIST, "resources", resources)
+
+
+def test_the_test_split_downloads_only_the_two_t10k_files(tmp_path: Path, monkeypatch, file_server):
+    """What ``cnnlab eval RUN --dataset fashion-mnist --split test`` does on a machine without the files:
+    torchvision's downloader fetches the two t10k files (MD5-checked) and nothing else."""
+    base, requested = file_server
+    serve_mnist_format(monkeypatch, base, tmp_path / "served", [2, 0, 1])
+    data_dir = tmp_path / "data"
+    test = load_data("fashion-mnist", data_dir, ("test",)).splits["test"]
+    assert test.labels.tolist() == [2, 0, 1] and int(test.images[1, 0, 2, 0]) == 12  # 10 * image + row
+    assert sorted(set(requested)) == ["/t10k-images-idx3-ubyte.gz", "/t10k-labels-idx1-ubyte.gz"]  # HEAD, GET
+    raw = data_dir / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def test_a_download_failing_its_checksum_leaves_nothing_behind(tmp_path: Path, monkeypatch, file_server):
+    base, requested = file_server
+    serve_mnist_format(monkeypatch, base, tmp_path / "served", [2, 0, 1])
+    (tmp_path / "served" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered on the way")
+    data_dir = tmp_path / "data" / "new"
+    with pytest.raises(UserError, match=r"test files not found .* and the download failed \(RuntimeError"):
+        load_data("fashion-mnist", data_dir, ("test",))
+    assert "/t10k-labels-idx1-ubyte.gz" in requested  # it was fetched, then refused
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_a_failed_download_into_a_new_data_dir_leaves_no_folder(tmp_path: Path, dataset: str):
+    """Offline here: the download fails and ``--data-dir`` (and its missing parents) are not left behind."""
+    data_dir = tmp_path / "nonexistent" / "data"
+    with pytest.raises(UserError, match="download failed") as info:
+        load_data(dataset, data_dir, ("test",))
+    assert "\n" not in str(info.value) and not (tmp_path / "nonexistent").exists()
+
+
+def test_a_failed_download_into_an_existing_data_dir_keeps_what_was_there(tmp_path: Path):
+    from cnnlab.data.vision import fetch_without_leftovers
+
+    data_dir = tmp_path / "data"
+    (data_dir / "MNIST").mkdir(parents=True)
+    (data_dir / "MNIST" / "notes.txt").write_text("mine")
+
+    def partial_download() -> None:
+        raw = data_dir / "MNIST" / "raw"
+        raw.mkdir()
+        (raw / "t10k-images-idx3-ubyte.gz").write_bytes(b"half a fi")
+        raise ConnectionResetError("the connection dropped")
+
+    failure = fetch_without_leftovers(data_dir / "MNIST" / "raw", [], partial_download)
+    assert failure == " and the download failed (ConnectionResetError: offline?)"
+    assert sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")) == ["MNIST", "MNIST/notes.txt"]
+
+
+def test_eval_with_a_nonexistent_data_dir_is_one_line_and_creates_nothing(tmp_path: Path, capsys):
+    from cnnlab.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--max-steps", "1", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    missing = tmp_path / "nonexistent"
+    assert main(["eval", str(run), "--dataset", "mnist", "--split", "test", "--data-dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mnist: test files not found") and err.count("\n") == 1, err
+    assert not missing.exists()

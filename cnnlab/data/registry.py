@@ -11,6 +11,25 @@ from cnnlab.data.splits import Data, Split
 from cnnlab.errors import UserError
 
 DIGITS = [str(i) for i in range(10)]
+# CIFAR-100's class names in label order (the binary version's fine_label_names.txt and coarse_label_names.txt).
+CIFAR100_FINE = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
+    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+CIFAR100_COARSE = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables", "household_electrical_devices",
+    "household_furniture", "insects", "large_carnivores", "large_man-made_outdoor_things",
+    "large_natural_outdoor_scenes", "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates",
+    "people", "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,16 @@ DATASETS: dict[str, DatasetInfo] = {
             ("airplane", "automobile", "bird", "cat", "deer",
              "dog", "frog", "horse", "ship", "truck"),
             (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("train", "val", "test"), "CIFAR10",
+        ),
+        DatasetInfo(
+            "cifar100", "CIFAR-100 32x32 colour photos, 100 fine classes (45,000/5,000/10,000)",
+            3, 32, CIFAR100_FINE,
+            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), ("train", "val", "test"), "CIFAR100",
+        ),
+        DatasetInfo(
+            "cifar100-coarse", "CIFAR-100 with its 20 superclass labels (45,000/5,000/10,000)",
+            3, 32, CIFAR100_COARSE,
+            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), ("train", "val", "test"), "CIFAR100",
         ),
     ]
 }  # fmt: skip
@@ -114,8 +143,8 @@ def _load_builtin(info: DatasetInfo, data_dir: Path, splits: tuple[str, ...], do
         loaded = embedded.load_mnist5k()
     elif info.name == "digits":
         loaded = embedded.load_digits()
-    elif info.name == "cifar10":
-        return vision.load_cifar10(data_dir, splits, download)
+    elif info.name.startswith("cifar"):
+        return vision.load_cifar(info.name, data_dir, splits, download)
     else:
         return vision.load_idx_dataset(info.name, info.tv_class, data_dir, splits, download)
     return {s: loaded[s] for s in splits}
@@ -164,8 +193,10 @@ def probe_available(name: str, data_dir: str | Path = "./data") -> bool:
     if not info.tv_class:
         return True
     data_dir = Path(data_dir)
-    if name == "cifar10":
-        return (data_dir / "cifar-10-batches-py").is_dir()
+    if name.startswith("cifar"):
+        from cnnlab.data.cifar import FORMATS, find_files
+
+        return all(find_files(data_dir, FORMATS[name], source) for source in ("train", "test"))
     from cnnlab.data.idx import find_idx_file
     from cnnlab.data.vision import IDX_FILES
 
