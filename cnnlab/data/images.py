@@ -42,7 +42,7 @@ def open_image(
                 width, height = img.size
                 if width * height > max_pixels:
                     raise UserError(
-                        f"{path}: {width}x{height} pixels is too large (at most {max_pixels:,}); scale it down"
+                        f"{path}: image is too large: {width}x{height} pixels (at most {max_pixels:,}); scale it down"
                     )
                 if draft_side and img.format == "JPEG" and max(width, height) > draft_side:
                     scale = max(width, height) / draft_side

@@ -132,6 +132,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json" if api_docs else None,
     )
+    app.state.service = service
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
