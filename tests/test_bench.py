@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import torch
 from conftest import run_cli
 from torch import nn
 
-from cnnlab.bench import (
-    PeakMemory,
-    TutorialDataset,
-    conv_seconds_per_step,
-    flops_per_image,
-    matmul_peak_gflops,
-    synthetic_data,
-)
+from cnnlab.bench.data import synthetic_data
+from cnnlab.bench.measure import cnnlab_fit
+from cnnlab.bench.probes import PeakMemory, SideResult, conv_seconds_per_step, flops_per_image, matmul_peak_gflops
+from cnnlab.bench.reference import TutorialDataset, reference_fit
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.data import normalize
@@ -113,8 +110,34 @@ def test_matmul_peak_is_a_positive_rate():
     assert matmul_peak_gflops(torch.device("cpu"), size=128, repeats=2) > 0
 
 
+def test_the_two_loops_train_the_same_model_the_same_way():
+    """From the same initial weights, the tutorial's loop and cnnlab's trainer take the same SGD steps
+    on the same batches in the same order: after an epoch their weights agree (float rounding only)."""
+    data = synthetic_data(96)
+    cfg = TrainConfig(epochs=1, batch_size=16, channels_last=False, progress=False)
+    torch.manual_seed(0)
+    start = build_model("seednet", 1, 28, 10)
+    reference, ours = copy.deepcopy(start), copy.deepcopy(start)
+    reference_side = reference_fit(reference, data, cfg, torch.device("cpu"))
+    cnnlab_side = cnnlab_fit(ours, data, cfg, torch.device("cpu"))
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(start.parameters(), ours.parameters()))
+    assert moved > 1e-3  # 6 steps really changed the weights
+    for a, b in zip(reference.parameters(), ours.parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert reference_side.val_accuracy == cnnlab_side.val_accuracy
+    assert len(reference_side.val_accuracies) == len(cnnlab_side.val_accuracies) == 1
+
+
+def test_time_to_accuracy_counts_training_seconds_up_to_the_first_epoch_that_reaches_it():
+    side = SideResult(train_seconds=[2.0, 3.0, 4.0], val_accuracies=[0.5, 0.8, 0.9])
+    assert side.seconds_to_accuracy(0.5) == 2.0
+    assert side.seconds_to_accuracy(0.75) == 5.0
+    assert side.seconds_to_accuracy(0.9) == 9.0
+    assert side.seconds_to_accuracy(0.95) is None
+
+
 def test_bench_command_end_to_end_on_a_tiny_synthetic_set():
-    result = run_cli("bench", "--synthetic", "512", "--epochs", "1", "--json")
+    result = run_cli("bench", "--synthetic", "512", "--epochs", "2", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) >= TOP_KEYS
@@ -122,19 +145,31 @@ def test_bench_command_end_to_end_on_a_tiny_synthetic_set():
     for side in ("reference", "cnnlab"):
         numbers = report[side]
         assert set(numbers) >= SIDE_KEYS
-        assert len(numbers["train_seconds"]) == 1 and numbers["seconds_per_epoch"] > 0
+        assert len(numbers["train_seconds"]) == 2 and numbers["seconds_per_epoch"] > 0
         assert numbers["images_per_second"] == 512 / numbers["seconds_per_epoch"]
         assert 0 <= numbers["val_accuracy"] <= 1 and numbers["peak_memory_mb"] > 0
     assert report["speedup"] == report["reference"]["seconds_per_epoch"] / report["cnnlab"]["seconds_per_epoch"]
     conv = report["conv_seconds_per_epoch"]
     assert conv > 0 and report["conv_share"] == conv / report["cnnlab"]["seconds_per_epoch"]
     assert report["speedup_ceiling"] == report["reference"]["seconds_per_epoch"] / conv
+    # the cnnlab side is `cnnlab train` with no flags: its default layout
+    assert report["cnnlab_flags"]["channels_last"] is TrainConfig().channels_last
+    targets = report["targets"]
+    assert targets["reference_accuracy"] == report["reference"]["val_accuracy"]
+    assert targets["reference_seconds"] == sum(report["reference"]["train_seconds"])
+    reached = targets["cnnlab_seconds_to_reference_accuracy"]
+    assert reached is None or targets["sooner"] == targets["reference_seconds"] / reached
+    fast = targets["fast_recipe"]
+    assert fast["epochs"] == 4 and fast["tutorial_epochs"] == TrainConfig().epochs
+    assert fast["tutorial_epochs_seconds"] == TrainConfig().epochs * report["reference"]["seconds_per_epoch"]
 
 
 def test_bench_text_report_and_user_errors(capsys):
-    assert main(["bench", "--synthetic", "64", "--epochs", "1", "--batch-size", "32", "--threads", "1"]) == 0
+    args = ["bench", "--synthetic", "64", "--epochs", "1", "--batch-size", "32", "--threads", "1", "--no-fast-recipe"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "reference" in out and "speedup" in out and "GFLOP/s" in out and "convolution kernels alone" in out
+    assert "per epoch:" in out and "--recipe fast" not in out
     assert main(["bench", "--synthetic", "5"]) == 2
     assert "at least 10" in capsys.readouterr().err
     assert main(["bench", "--model", "nope", "--synthetic", "64"]) == 2

@@ -35,6 +35,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--data-dir", default="./data", help="where that dataset's files are (default ./data)")
     add_option_flags(p, BENCH_OPTIONS)
+    p.add_argument(
+        "--fast-recipe", action=argparse.BooleanOptionalAction, default=True,
+        help="also train --recipe fast on the same data and time its whole run (default: on)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mnist-test", metavar="DIR",
+        help="folder with the official MNIST t10k IDX files: also train --recipe fast on mnist5k and score it there",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 
@@ -44,6 +52,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cnnlab.bench.report import format_bench
 
     options = {k: v for k, v in vars(args).items() if k in BENCH_OPTIONS}
-    result = bench(dataset=args.dataset, synthetic=args.synthetic, data_dir=args.data_dir, **options)
+    result = bench(
+        dataset=args.dataset, synthetic=args.synthetic, data_dir=args.data_dir, fast_recipe=args.fast_recipe,
+        mnist_test_dir=args.mnist_test, **options,
+    )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0

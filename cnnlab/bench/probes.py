@@ -25,6 +25,7 @@ class SideResult:
 
     train_seconds: list[float] = field(default_factory=list)  # per epoch, training only
     val_seconds: list[float] = field(default_factory=list)  # per epoch, the validation pass
+    val_accuracies: list[float] = field(default_factory=list)  # after each epoch
     val_loss: float = float("nan")
     val_accuracy: float = float("nan")
     peak_memory_mb: float = float("nan")
@@ -33,6 +34,16 @@ class SideResult:
     def seconds_per_epoch(self) -> float:
         """Median training seconds of an epoch (the first one pays for warm-up)."""
         return statistics.median(self.train_seconds)
+
+    def seconds_to_accuracy(self, target: float) -> float | None:
+        """Training seconds until the end of the first epoch whose validation accuracy reaches
+        ``target`` (``None`` if none does)."""
+        elapsed = 0.0
+        for seconds, accuracy in zip(self.train_seconds, self.val_accuracies):
+            elapsed += seconds
+            if accuracy >= target:
+                return elapsed
+        return None
 
 
 class PeakMemory:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cnnlab.bench.probes import SideResult
 from cnnlab.config import TrainConfig
 from cnnlab.data import Data, TensorSplit, epoch_order
+from cnnlab.engine import EVAL_BATCH
 
 
 class TutorialDataset(Dataset):
@@ -60,7 +61,7 @@ def reference_fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.
     val_set = TutorialDataset(data.splits["val"], data.mean, data.std)
     order = EpochOrder(len(train_set), cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order)
-    val_loader = DataLoader(val_set, batch_size=1000)
+    val_loader = DataLoader(val_set, batch_size=EVAL_BATCH)
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     result, losses = SideResult(), []
@@ -79,6 +80,7 @@ def reference_fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.
         result.val_loss, result.val_accuracy = _reference_test(model, val_loader, device)
         result.train_seconds.append(trained - started)
         result.val_seconds.append(time.perf_counter() - trained)
+        result.val_accuracies.append(result.val_accuracy)
     return result
 
 

@@ -43,4 +43,39 @@ def format_bench(r: dict[str, Any]) -> str:
             f"{100 * r['conv_share']:.0f}% of cnnlab's epoch; a loop on these kernels tops out at "
             f"{r['speedup_ceiling']:.1f}x here"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _target_lines(r))
+
+
+def _met(ok: bool | None) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _target_lines(r: dict[str, Any]) -> list[str]:
+    """The speed goals: ≥ 3x per epoch, ≥ 5x sooner to the tutorial loop's accuracy, the fast recipe."""
+    t = r.get("targets")
+    if not t:
+        return []
+    lines = ["", "targets (cnnlab side: cnnlab train with these options):"]
+    lines.append(f"  per epoch: {r['speedup']:.1f}x the tutorial loop (goal ≥ 3x): {_met(r['speedup'] >= 3)}")
+    reached = t["cnnlab_seconds_to_reference_accuracy"]
+    goal = f"the tutorial loop's final {100 * t['reference_accuracy']:.2f}% in {t['reference_seconds']:.1f} s"
+    if reached:
+        lines.append(
+            f"  {goal}: cnnlab there in {reached:.1f} s, {t['sooner']:.1f}x sooner (goal ≥ 5x): {_met(t['sooner'] >= 5)}"
+        )
+    else:
+        lines.append(f"  {goal}: cnnlab never reached it: NOT met")
+    fast = t.get("fast_recipe")
+    if fast:
+        ok = fast["seconds"] <= fast["tutorial_epochs_seconds"]
+        lines.append(
+            f"  --recipe fast: {fast['epochs']} epochs in {fast['seconds']:.1f} s, val acc "
+            f"{100 * fast['val_accuracy']:.2f}%, against the tutorial loop's {fast['tutorial_epochs']} epochs "
+            f"({fast['tutorial_epochs_seconds']:.1f} s): {_met(ok)}"
+        )
+    if "fast_recipe_mnist_test_accuracy" in t:
+        acc = t["fast_recipe_mnist_test_accuracy"]
+        lines.append(
+            f"  --recipe fast on mnist5k, official MNIST test: {100 * acc:.2f}% (goal ≥ 98%): {_met(acc >= 0.98)}"
+        )
+    return lines
