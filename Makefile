@@ -1,13 +1,15 @@
 # Two commands for a fresh machine:
 #   make demo   install, then train the tutorial's CNN on the embedded MNIST digits
 #   make test   install with the test tools, then run the whole suite
+#   make test-fast   the suite without the tests marked slow (under a minute on 2 cores)
+#   make figures   retrain runs/demo, regenerate docs/images/*.png and print the numbers the README quotes
 #   make notebooks   re-execute the tutorial notebooks at full size (examples/*.py -> notebooks/*.ipynb)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 
-.PHONY: demo test lint format install install-dev kernel notebooks clean
+.PHONY: demo test test-fast figures lint format install install-dev kernel notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +38,12 @@ demo: install kernel
 
 test: install-dev kernel
 	$(BIN)/python -m pytest -q
+
+test-fast: install-dev kernel
+	$(BIN)/python -m pytest -q -m "not slow"
+
+figures: install-dev
+	$(BIN)/python benchmarks/figures.py --run $(DEMO)
 
 lint: install-dev
 	$(BIN)/ruff check cnnlab tests benchmarks examples
