@@ -12,6 +12,8 @@ from conftest import ROOT, run_cli
 
 from cnnlab.cli import main
 
+pytestmark = pytest.mark.slow  # a NumPy training run, then cnnlab in subprocesses
+
 
 @pytest.fixture(scope="module")
 def numpy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -32,7 +34,6 @@ def test_config_is_finished_and_holds_train_options(numpy_run: Path) -> None:
     assert (config["momentum"], config["seed"], config["loss"]) == (0.5, 1, "nll")
 
 
-@pytest.mark.slow
 def test_eval_reads_the_numpy_weights(numpy_run: Path) -> None:
     """``cnnlab eval`` on the run's validation split reproduces the NumPy engine's own val accuracy,
     so best.pt holds exactly the weights the engine trained."""
@@ -46,7 +47,6 @@ def test_eval_reads_the_numpy_weights(numpy_run: Path) -> None:
     assert report["accuracy"] > 0.5  # one epoch of real learning, not chance (0.1)
 
 
-@pytest.mark.slow
 def test_predict_loads_the_run(numpy_run: Path) -> None:
     image = ROOT / "examples" / "images" / "digit-7.png"
     result = run_cli("predict", str(numpy_run), str(image), "--json")
