@@ -1,7 +1,11 @@
 """Time to 98 % on the official MNIST test set, training ``--recipe fast`` on the 4,000 mnist5k digits.
 
-    python benchmarks/time_to_98.py [--test-dir /work/shared/data/mnist-test] [--seeds 1,2,3]
+    python benchmarks/time_to_98.py [--test-dir DIR] [--seeds 1,2,3]
                                     [--epochs 8] [--threads N] [--option key=value ...]
+
+``DIR`` (default: the environment variable ``CNNLAB_MNIST_TEST_DIR``) holds the official MNIST test
+files ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]``, as
+``cnnlab eval RUN --dataset mnist --split test`` downloads them into ``./data/MNIST/raw``.
 
 For each seed the fast recipe trains from scratch (``engine.fit``, the same path as ``cnnlab train
 --recipe fast``); after every epoch the model is scored on the official 10,000 test digits with the
@@ -14,6 +18,7 @@ after each epoch with the cumulative training seconds, and the first epoch at or
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any
@@ -64,12 +69,22 @@ def run_seed(cfg: TrainConfig, train_data, test_data) -> list[dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--test-dir", default="/work/shared/data/mnist-test")
+    parser.add_argument(
+        "--test-dir",
+        default=os.environ.get("CNNLAB_MNIST_TEST_DIR"),
+        help="folder with MNIST's two t10k files (default: $CNNLAB_MNIST_TEST_DIR)",
+    )
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    if not args.test_dir:
+        parser.error(
+            "no MNIST test files: pass --test-dir DIR or set CNNLAB_MNIST_TEST_DIR to a folder holding "
+            "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (`cnnlab eval RUN --dataset mnist "
+            "--split test` downloads them into ./data/MNIST/raw when online)"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {**FAST_RECIPE, "progress": False, **dict(parse_option(o) for o in args.option)}
