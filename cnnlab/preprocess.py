@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.images import MAX_PIXELS, WORK_SIDE, open_image, shrink, to_model_input
+from cnnlab.data.images import MAX_PIXELS, WORK_SIDE, _convert, _to_8bit, open_image, shrink, to_model_input
 from cnnlab.errors import UserError
 
 BOX_FRACTION = 20 / 28  # MNIST: digits fit a 20×20 box inside 28×28
@@ -134,11 +134,7 @@ def grey_levels(img: Image.Image, side: int = WORK_SIDE) -> np.ndarray:
     if img.mode in ("RGBA", "RGBa", "LA", "La", "P", "PA") or "transparency" in img.info:
         paper = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(paper, img.convert("RGBA"))
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        from cnnlab.data.images import _to_8bit
-
-        img = _to_8bit(img)
-    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    return np.asarray(_convert(_to_8bit(img), "L"), dtype=np.float32) / 255.0
 
 
 def mean3x3(a: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ never a large allocation."""
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import tracemalloc
 import zlib
@@ -91,6 +92,17 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
 
 
+def ico_bytes() -> bytes:
+    """A real 16×16 ICO file (Pillow would open it; cnnlab opens only its allowlist of formats)."""
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 200).save(buffer, format="ICO")
+    return buffer.getvalue()
+
+
+ICO = ico_bytes()
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 4 4 moveto 24 24 lineto stroke\n%%EOF\n"
+
+
 def odd_images(folder: Path) -> dict[str, str]:
     """Files that are not usable images, and what a user is told about each."""
     real = folder / "real.png"
@@ -102,6 +114,8 @@ def odd_images(folder: Path) -> dict[str, str]:
         "truncated.png": (real.read_bytes()[:40], "not a readable image"),
         "bomb.png": (png_claiming(30_000, 30_000), "image is too large"),
         "bomb-just-over.png": (png_claiming(10_000, 10_000), "image is too large"),
+        "icon.png": (ICO, "not a readable image (PNG, JPEG, GIF, BMP, WebP or TIFF)"),  # an ICO named .png
+        "drawing.tif": (EPS, "not a readable image (PNG, JPEG, GIF, BMP, WebP or TIFF)"),  # an EPS named .tif
     }
     real.unlink()
     reasons = {}
@@ -188,3 +202,16 @@ def test_predict_reads_every_good_mode(hostile_folder, digits_run: Path, capsys)
     images = sorted(str(p) for p in (root / "class8").iterdir())
     assert main(["predict", str(digits_run), *images, "--json"]) == 0
     assert capsys.readouterr().out.count('"label"') == len(images) == good // 2
+
+
+def test_the_python_api_says_what_is_wrong_in_its_own_terms(digits_run: Path, mnist5k):
+    with pytest.raises(UserError, match="no images given"):
+        cnnlab.predict(digits_run, [])
+    with pytest.raises(UserError, match="^topk must be ≥ 1"):
+        cnnlab.predict(digits_run, ["x.png"], topk=0)
+    predictor = cnnlab.load(digits_run)
+    images = load_data("digits").splits["val"].images[:5]
+    from_numpy = predictor.probabilities(images.numpy())
+    assert torch.equal(from_numpy, predictor.probabilities(images)) and from_numpy.shape == (5, 10)
+    with pytest.raises(UserError, match=r"images must have shape \[N, 1, 8, 8\]"):
+        predictor.probabilities(np.zeros((5, 8, 8), dtype=np.uint8))
