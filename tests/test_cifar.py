@@ -249,3 +249,59 @@ def _is_shift_of(augmented: torch.Tensor, original: torch.Tensor, most: int = 1)
         for dy in range(2 * most + 1)
         for dx in range(2 * most + 1)
     )
+
+
+@pytest.fixture
+def archive_server(tmp_path: Path):
+    """A local HTTP server for ``tmp_path/served``: its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def publish_cifar10(tmp_path: Path, base: str, monkeypatch: pytest.MonkeyPatch, damaged: bool = False) -> dict:
+    """Pack a small ``cifar-10-batches-bin/`` as the real archive is packed, serve it at ``base`` and
+    point cnnlab's CIFAR-10 format at it (with its MD5, or a wrong one if ``damaged``)."""
+    import dataclasses
+    import hashlib
+    import tarfile
+
+    from cnnlab.data import cifar
+
+    truth = write_cifar10(tmp_path / "packing" / "cifar-10-batches-bin")
+    archive = tmp_path / "served" / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "packing" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    md5 = "0" * 32 if damaged else hashlib.md5(archive.read_bytes()).hexdigest()
+    fmt = dataclasses.replace(CIFAR10, url=base + archive.name, md5=md5)
+    monkeypatch.setitem(cifar.FORMATS, "cifar10", fmt)
+    return truth
+
+
+def test_a_missing_cifar10_is_downloaded_checked_and_extracted(tmp_path: Path, monkeypatch, archive_server):
+    truth = publish_cifar10(tmp_path, archive_server, monkeypatch)
+    data_dir = tmp_path / "data"
+    data = load_data("cifar10", data_dir, ("test",))
+    assert_exactly(data.splits["test"], *truth["test"])
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-batches-bin"]  # the archive was removed
+
+
+def test_a_cifar10_download_failing_its_checksum_leaves_nothing(tmp_path: Path, monkeypatch, archive_server):
+    publish_cifar10(tmp_path, archive_server, monkeypatch, damaged=True)
+    data_dir = tmp_path / "data" / "cifar"
+    with pytest.raises(UserError, match=r"test files not found .* and the download failed \(RuntimeError"):
+        load_data("cifar10", data_dir, ("test",))
+    assert not (tmp_path / "data").exists()

@@ -32,7 +32,7 @@ PIXELS = CHANNELS * SIZE * SIZE  # 3,072 bytes: red plane, green plane, blue pla
 class CifarFormat:
     """Where one CIFAR dataset's binary files live and how their records are laid out."""
 
-    archive: str  # the published archive of the binary version
+    url: str  # the published archive of the binary version
     md5: str  # its MD5, as published on https://www.cs.toronto.edu/~kriz/cifar.html
     folder: str  # the folder the archive extracts to
     train_files: tuple[str, ...]
@@ -49,18 +49,18 @@ class CifarFormat:
         return self.label_bytes + PIXELS
 
     @property
-    def url(self) -> str:
-        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
+    def archive(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 CIFAR10 = CifarFormat(
-    "cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530", "cifar-10-batches-bin",
-    tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 10_000, 10_000,
+    "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
+    "cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 10_000, 10_000,
     1, 0, 10, ("cifar-10-batches-py", "data_batch_1", "batches.meta"),
 )  # fmt: skip
 CIFAR100 = CifarFormat(
-    "cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8", "cifar-100-binary",
-    ("train.bin",), ("test.bin",), 50_000, 10_000, 2, 1, 100, ("cifar-100-python",),
+    "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8",
+    "cifar-100-binary", ("train.bin",), ("test.bin",), 50_000, 10_000, 2, 1, 100, ("cifar-100-python",),
 )  # fmt: skip
 CIFAR100_COARSE = CifarFormat(**{**CIFAR100.__dict__, "label_at": 0, "num_classes": 20})
 
