@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import cnnlab
 from cnnlab.config import TrainConfig
@@ -58,22 +59,38 @@ def test_resume_mid_epoch_gives_the_same_weights(tmp_path: Path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta"])
 @pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
-def test_optimizers_and_schedules(optimizer: str, schedule: str):
+def test_optimizers_and_schedules(mnist5k, optimizer: str, schedule: str):
+    """Every optimiser lowers the loss of a real batch by real steps; every schedule shapes the rate."""
+    torch.manual_seed(0)
     model = build_model("seednet", 1, 28, 10)
-    cfg = TrainConfig(optimizer=optimizer, schedule=schedule, epochs=2)
+    cfg = TrainConfig(optimizer=optimizer, schedule=schedule, epochs=2, lr=1.0 if optimizer == "adadelta" else 0.01)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps_per_epoch=5)
-    lrs = []
+    train = mnist5k.splits["train"]
+    x = normalize(train.images[:64], mnist5k.mean, mnist5k.std)
+    y = train.labels[:64]
+    start = [p.detach().clone() for p in model.parameters()]
+    losses, lrs = [], []
     for _ in range(10):
+        opt.zero_grad()
+        loss = F.nll_loss(model(x), y)
+        loss.backward()
         opt.step()
         sched.step()
+        losses.append(float(loss.detach()))
         lrs.append(sched.get_last_lr()[0])
+    assert all(not torch.equal(a, b) for a, b in zip(start, model.parameters()))  # every tensor was updated
+    with torch.no_grad():
+        assert float(F.nll_loss(model(x), y)) < losses[0]
     if schedule == "none":
         assert len(set(lrs)) == 1
     elif schedule == "step":
-        assert lrs[4] == pytest.approx(cfg.lr * cfg.gamma)
-    else:
-        assert len(set(lrs)) > 1
+        assert lrs[4] == pytest.approx(cfg.lr * cfg.gamma) and lrs[3] == pytest.approx(cfg.lr)
+    elif schedule == "cosine":
+        assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    else:  # one-cycle: up to the peak lr in the first quarter, then down
+        peak = lrs.index(max(lrs))
+        assert 0.9 * cfg.lr < max(lrs) <= cfg.lr and 0 < peak < 5 and lrs[-1] < lrs[0]
 
 
 def test_logistic_regression_on_two_classes(tmp_path: Path):
