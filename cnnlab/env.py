@@ -38,18 +38,25 @@ def environment_name() -> str | None:
     return None
 
 
-def hello() -> dict[str, Any]:
-    """Versions and the device a run would use, as one dict."""
+def versions() -> dict[str, str]:
+    """The versions a run records (``config.json``) and ``cnnlab hello`` prints."""
     import torchvision
 
     from cnnlab import __version__
 
-    device = resolve_device("auto")
-    info: dict[str, Any] = {
+    return {
         "cnnlab": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+    }
+
+
+def hello() -> dict[str, Any]:
+    """Versions and the device a run would use, as one dict."""
+    device = resolve_device("auto")
+    info: dict[str, Any] = {
+        **versions(),
         "device": device.type,
         "environment": environment_name(),
         "platform": platform.platform(),

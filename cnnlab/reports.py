@@ -16,6 +16,7 @@ from cnnlab.errors import UserError
 from cnnlab.inference import Predictor, load
 from cnnlab.losses import probabilities
 from cnnlab.models import build_model
+from cnnlab.runs import file_name_part
 
 
 def evaluate(
@@ -45,9 +46,7 @@ def evaluate(
     outputs, labels = result.pop("outputs"), result.pop("labels")
     report = per_class_report(outputs, labels, data.classes)
     matrix = confusion_matrix(outputs, labels, len(data.classes))
-    name = Path(dataset.removeprefix("folder:")).name or "folder" if dataset.startswith("folder:") else dataset
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    out_dir = Path(out) if out else predictor.path.parent / f"eval-{safe}-{split}"
+    out_dir = Path(out) if out else predictor.path.parent / f"eval-{file_name_part(dataset)}-{split}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "se
 
 def default_run_dir(model: str, dataset: str) -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<model>-<dataset>`` (made unique with a suffix if needed)."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(dataset).name or dataset)
-    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{safe}"
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{file_name_part(dataset)}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -32,13 +30,19 @@ def default_run_dir(model: str, dataset: str) -> Path:
     return path
 
 
+def file_name_part(dataset: str) -> str:
+    """A dataset name as part of a file name: ``folder:~/photos/cats`` → ``cats``, odd characters → ``_``."""
+    name = Path(dataset.split(":", 1)[-1]).name or dataset.split(":", 1)[0]
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Make ``path`` and prove it is writable before any training starts."""
     path = Path(path)
     if (path / "config.json").exists() and not overwrite:
         raise UserError(
-            f"--out {path} already holds a run; continue it with --resume {path}, "
-            "choose another --out, or pass --overwrite"
+            f"{path} already holds a run; continue it (--resume {path}; resume= in Python), "
+            "choose another --out (out=), or pass --overwrite (overwrite=True)"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -53,22 +57,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def versions() -> dict[str, str]:
-    import torch
-    import torchvision
-
-    from cnnlab import __version__
-
-    return {
-        "cnnlab": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-    }
-
-
 def write_config(run_dir: Path, config: dict[str, Any], status: str, **extra: Any) -> None:
     """Write ``config.json``: the options, ``status`` and anything in ``extra``."""
+    from cnnlab.env import versions
+
     payload = {"status": status, **extra, "config": config, "versions": versions()}
     write_text_atomic(run_dir / "config.json", json.dumps(payload, indent=2) + "\n")
 
