@@ -1,103 +1,405 @@
-"""Your own images: ``folder:PATH`` with one sub-folder per class.
+"""Your own images: ``folder:PATH`` and ``csv:FILE.csv`` datasets, decoded once and kept as tensors.
 
-Either ``PATH/<class>/*.png`` (split 80/20 into train/val, stratified and deterministic) or
-``PATH/train/<class>/...`` and ``PATH/val/<class>/...`` (and optionally ``PATH/test/<class>/...``).
-Images of any size and mode are converted to the dataset's channels (grey if every sampled image is
-grey, else RGB) and to a square ``image_size`` (default 28 for grey, 32 for colour). Files that
-are not readable images (other suffixes, corrupt or truncated files, decompression bombs, modes with
-no grey or RGB form) are skipped with one warning that counts them and names the first.
+Layouts (hidden files and folders, names starting with ``.``, are skipped silently at any depth):
+
+* ``PATH/<class>/...``: split into train and val, stratified and deterministic (``val_fraction`` of
+  each class to val, default 0.2);
+* ``PATH/train/<class>/...`` with ``PATH/val|valid|validation/<class>/...`` (without one, val is
+  held out of train as above) and optionally ``PATH/test/<class>/...``;
+* ``csv:FILE.csv`` with columns ``image,label[,split]`` (see :mod:`cnnlab.data.csvfile`).
+
+Every image goes through :func:`cnnlab.data.images.read_image` (any size and mode → grey if every
+sampled image is grey, else RGB, resized to a square ``image_size``: default 28 grey, 32 colour), in
+parallel DataLoader workers, once: the result is kept by :func:`cnnlab.data.cache.cached_tensors`,
+keyed on the file list (paths, sizes, modification times), the channels and the size, so a changed,
+added or removed file is noticed. When the decoded splits fit ``memory_budget`` they are
+:class:`TensorSplit` s (trained tensor-resident, like the IDX datasets); otherwise :class:`FileSplit` s
+of the readable files, streamed by DataLoader workers. Files that are not readable images are
+skipped with one warning that counts them and names the first few.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
-from cnnlab.data.images import IMAGE_SUFFIXES, open_image, read_image, to_model_input
-from cnnlab.data.splits import FileSplit, stratified_split
+from cnnlab.data.cache import cached_tensors
+from cnnlab.data.images import IMAGE_SUFFIXES, read_image
+from cnnlab.data.registry import CSV_PREFIX, DEFAULT_VAL_FRACTION, FOLDER_PREFIX
+from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit, stratified_split
 from cnnlab.errors import UserError
 
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+DEFAULT_MEMORY_FRACTION = 0.25  # of the memory available when no budget is given
+STATS_SAMPLE = 512  # training images the mean and std are measured on
+PARALLEL_FROM = 1000  # fewer files are decoded in this process (starting workers costs more)
 
 
-def load_folder(root: Path, image_size: int | None = None) -> tuple[list[str], int, int, dict[str, FileSplit]]:
-    """Scan ``root`` → (classes, channels, image_size, splits)."""
+@dataclass
+class Found:
+    """What a scan found, before any image is decoded.
+
+    ``groups`` holds ``train`` (in the flat layouts also the images val is held out of), and ``val``
+    and ``test`` where the layout names them; ``not_images`` the files of each group skipped by name."""
+
+    classes: list[str]
+    groups: dict[str, FileSplit]
+    not_images: dict[str, list[Path]] = field(default_factory=dict)
+
+
+@dataclass
+class Decoded:
+    """One group after decoding: its readable images (in memory or as files) and which files were readable."""
+
+    split: Split
+    ok: torch.Tensor  # bool [len(group)]
+
+
+def load_image_dataset(
+    name: str,
+    splits: tuple[str, ...] = ("train", "val"),
+    image_size: int | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    memory_budget: float | None = None,
+    workers: int | None = None,
+) -> Data:
+    """Load ``folder:PATH`` or ``csv:FILE`` (see the module docstring).
+
+    ``memory_budget`` (GiB, default a quarter of the available memory) bounds the decoded images kept
+    in memory; ``workers`` decoding processes (default one per core, none for small sets)."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    found = scan(name)
+    has = ["train", "val", *(["test"] if "test" in found.groups else [])]
+    missing = [s for s in splits if s not in has]
+    if missing:
+        raise UserError(f"{name} has no {missing[0]!r} split (it has: {', '.join(has)})")
+    held_out = "val" not in found.groups
+    needed = [g for g in found.groups if g in splits or (g == "train" and held_out and "val" in splits)]
+    channels = guess_channels(found.groups["train"].paths)
+    size = image_size or (28 if channels == 1 else 32)
+    total = sum(len(found.groups[g]) for g in needed) * channels * size * size
+    in_memory = total <= budget_bytes(memory_budget)
+    decoded = {g: decode_group(found.groups[g], channels, size, in_memory, workers, f"decoding {g}") for g in needed}
+    warn_skipped(
+        sorted([p for g in needed for p in found.not_images.get(g, [])]),
+        sorted([p for g in needed for p, ok in zip(found.groups[g].paths, decoded[g].ok.tolist()) if not ok]),
+        channels,
+        size,
+    )
+    out = {g: d.split for g, d in decoded.items()}
+    if "train" in out:
+        require_every_class(name, out["train"], found.classes)
+        if held_out:
+            out |= hold_out(name, out["train"], val_fraction)
+    mean, std = train_stats(name, found.groups["train"], decoded.get("train"), channels, size)
+    return Data(name, found.classes, channels, size, mean, std, {s: out[s] for s in splits})
+
+
+def scan(name: str) -> Found:
+    """List the files of ``folder:PATH`` or ``csv:FILE`` with their labels."""
+    if name.startswith(CSV_PREFIX):
+        from cnnlab.data.csvfile import scan_csv
+
+        return scan_csv(dataset_path(name))
+    return scan_folder(dataset_path(name))
+
+
+def dataset_path(name: str) -> Path:
+    """The path in ``folder:PATH`` or ``csv:PATH`` (``~`` expanded); an empty one is refused."""
+    prefix = CSV_PREFIX if name.startswith(CSV_PREFIX) else FOLDER_PREFIX
+    value = name[len(prefix) :].strip()
+    if not value:
+        example = "csv:labels.csv" if prefix == CSV_PREFIX else "folder:./my_images"
+        raise UserError(f"--dataset {prefix} needs a path after the colon, e.g. --dataset {example}")
+    return Path(value).expanduser()
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders (``.DS_Store``, ``._x.png``, ``.ipynb_checkpoints/``) are never data."""
+    return name.startswith(".")
+
+
+def sort_classes(names: set[str] | list[str]) -> list[str]:
+    """Class names in label order: by number when every name is an integer, else alphabetically."""
+    names = set(names)
+    if names and all(n.isdigit() for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
+
+
+def scan_folder(root: Path) -> Found:
+    """The files of a folder dataset, grouped by split and labelled by their class sub-folder."""
     if not root.is_dir():
         raise UserError(f"folder:{root}: no such folder")
-    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
-    if "train" in split_dirs:
-        classes = _class_names(split_dirs["train"])
-        splits = {s: _scan(d, classes) for s, d in split_dirs.items()}
-        if "val" not in splits:
-            splits = _holdout(splits["train"]) | {k: v for k, v in splits.items() if k == "test"}
-    else:
+    split_dirs = _split_dirs(root)
+    if "train" not in split_dirs:
         classes = _class_names(root)
-        splits = _holdout(_scan(root, classes))
-    channels = _guess_channels(splits["train"].paths[:32])
-    size = image_size or (28 if channels == 1 else 32)
-    return classes, channels, size, splits
+        group, skipped = _list_group(root, classes)
+        return Found(classes, {"train": group}, {"train": skipped})
+    classes = _class_names(split_dirs["train"])
+    found = Found(classes, {})
+    for split, folder in split_dirs.items():
+        if split != "train":
+            check_same_classes(f"folder:{root}", split, classes, _class_names(folder, minimum=0))
+        found.groups[split], found.not_images[split] = _list_group(folder, classes)
+    return found
 
 
-def folder_stats(split: FileSplit, channels: int, size: int, limit: int = 512) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of up to ``limit`` training images (evenly spaced), in 0..1 units."""
-    step = max(1, len(split) // limit)
-    batch = torch.stack([read_image(p, channels, size) for p in split.paths[::step][:limit]]).float() / 255
-    mean = batch.mean(dim=(0, 2, 3))
-    std = batch.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """``train``, ``val`` and ``test`` sub-folders of ``root`` (``valid/`` or ``validation/`` are ``val``)."""
+    dirs: dict[str, Path] = {}
+    for entry in sorted(root.iterdir()):
+        split = SPLIT_NAMES.get(entry.name.lower())
+        if split is None or not entry.is_dir():
+            continue
+        if split in dirs:
+            raise UserError(f"folder:{root}: both {dirs[split].name}/ and {entry.name}/ hold a {split} split; keep one")
+        dirs[split] = entry
+    if dirs and "train" not in dirs:
+        named = ", ".join(f"{d.name}/" for d in dirs.values())
+        raise UserError(f"folder:{root} has {named} but no train/: put the training images in {root}/train/<class>/")
+    return dirs
 
 
-def _class_names(folder: Path) -> list[str]:
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
+def _class_names(folder: Path, minimum: int = 2) -> list[str]:
+    classes = sort_classes([p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name)])
+    if len(classes) < minimum:
         raise UserError(f"folder:{folder}: needs at least two class sub-folders, found {len(classes)}")
     return classes
 
 
-def _scan(folder: Path, classes: list[str]) -> FileSplit:
+def _list_group(folder: Path, classes: list[str]) -> tuple[FileSplit, list[Path]]:
+    """Every image file under ``folder/<class>/`` (any depth, hidden names skipped), and the non-image files."""
     paths: list[Path] = []
     labels: list[int] = []
-    skipped: list[str] = []
+    not_images: list[Path] = []
     for label, name in enumerate(classes):
-        class_dir = folder / name
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file()) if class_dir.is_dir() else []
-        for path in files:
-            problem = _problem(path)
-            if problem:
-                skipped.append(problem)
-                continue
-            paths.append(path)
-            labels.append(label)
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable or non-image file(s), e.g. {skipped[0]}", file=sys.stderr)
-    counts = torch.bincount(torch.tensor(labels, dtype=torch.int64), minlength=len(classes))
+        for path in _walk(folder / name):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(path)
+                labels.append(label)
+            else:
+                not_images.append(path)
+    return FileSplit(paths, torch.tensor(labels, dtype=torch.int64)), not_images
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The files under ``folder``, sorted, without hidden files or anything in hidden folders."""
+    files: list[Path] = []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not is_hidden(d)]
+        files.extend(Path(top, n) for n in names if not is_hidden(n))
+    return sorted(files)
+
+
+def check_same_classes(name: str, split: str, train_classes: list[str], classes: list[str]) -> None:
+    """Refuse a val or test split whose classes are not exactly training's."""
+    missing = sorted(set(train_classes) - set(classes))
+    extra = sorted(set(classes) - set(train_classes))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"extra {', '.join(extra)}"] if extra else []
+        )
+        raise UserError(f"{name}: the {split} split's classes differ from training's ({'; '.join(parts)})")
+
+
+def guess_channels(paths: list[Path], sample: int = 32) -> int:
+    """1 if every one of the first ``sample`` readable images is grey, else 3 (read from the headers)."""
+    from PIL import Image
+
+    modes = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a decompression bomb is refused later, with the others
+                with Image.open(path) as img:
+                    modes.append(img.mode)
+        except Exception:  # unreadable: skipped later with the others
+            continue
+        if len(modes) == sample:
+            break
+    return 1 if all(m in GREY_MODES for m in modes) else 3
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; else free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+def budget_bytes(memory_budget: float | None) -> int:
+    """``memory_budget`` GiB in bytes; None: :data:`DEFAULT_MEMORY_FRACTION` of the available memory."""
+    if memory_budget is None:
+        return int(DEFAULT_MEMORY_FRACTION * available_memory())
+    if memory_budget < 0:
+        raise UserError(f"--memory-budget must be 0 or more GiB, got {memory_budget}")
+    return int(memory_budget * 2**30)
+
+
+def decode_workers(n: int) -> int:
+    """Decoding processes for ``n`` files: one per core this process may use, none for small sets."""
+    if n < PARALLEL_FROM:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores if cores > 1 else 0
+
+
+class _Decode(Dataset):
+    """File ``i`` → (uint8 [C, S, S] image, readable?); an unreadable file gives zeros and False.
+    With ``keep_pixels=False`` the image is only checked and an empty [0, 0, 0] tensor returned."""
+
+    def __init__(self, paths: list[Path], channels: int, size: int, keep_pixels: bool):
+        self.paths, self.channels, self.size, self.keep_pixels = paths, channels, size, keep_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        try:
+            image, ok = read_image(self.paths[i], self.channels, self.size), True
+        except UserError:
+            image, ok = torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), False
+        return (image if self.keep_pixels else image[:0, :0, :0]), ok
+
+
+def decode_files(
+    paths: list[Path], channels: int, size: int, keep_pixels: bool = True, workers: int | None = None, desc: str = ""
+) -> dict[str, torch.Tensor]:
+    """Decode every file with :func:`read_image`, in parallel, in the cache's split format:
+    ``images`` uint8 [K, C, S, S] of the K readable files ([K, 0, 0, 0] when only checked) and
+    ``labels`` int64 [K], each image's index in ``paths`` (the class labels come from the scan)."""
+    from torch.utils.data import DataLoader
+    from torchvision.transforms.v2 import functional  # noqa: F401  imported once here, not in every worker
+    from tqdm import tqdm
+
+    n = len(paths)
+    workers = decode_workers(n) if workers is None else workers
+    shape = (channels, size, size) if keep_pixels else (0, 0, 0)
+    chunk = max(16, min(512, (4 << 20) // (channels * size * size)))  # about 4 MB a batch through shared memory
+    loader = DataLoader(_Decode(paths, channels, size, keep_pixels), batch_size=chunk, num_workers=workers)
+    images = torch.empty(n, *shape, dtype=torch.uint8)
+    ok = torch.empty(n, dtype=torch.bool)
+    start = 0
+    with tqdm(total=n, desc=desc, unit="img", disable=None, leave=False, file=sys.stderr) as bar:
+        for batch, good in loader:
+            end = start + len(good)
+            images[start:end] = batch
+            ok[start:end] = good
+            bar.update(end - start)
+            start = end
+    index = torch.nonzero(ok).squeeze(1)
+    return {"images": images if bool(ok.all()) else images[index], "labels": index}
+
+
+def files_key(paths: list[Path]) -> str:
+    """SHA-256 of every file's absolute path, size and modification time, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def decode_group(
+    group: FileSplit, channels: int, size: int, in_memory: bool, workers: int | None = None, desc: str = ""
+) -> Decoded:
+    """Decode (or, when it streams, only check) every file of ``group`` once, through the cache.
+
+    The cache entry is keyed on the file list with sizes and modification times (hashed here, in
+    the tag: one ``stat`` per file), the channels and the size."""
+    kind = "folder" if in_memory else "folder-check"
+    tag = f"{kind}-{channels}x{size}-{files_key(group.paths)[:16]}"
+    tensors = cached_tensors(tag, [], lambda: decode_files(group.paths, channels, size, in_memory, workers, desc))
+    index = tensors["labels"]
+    ok = torch.zeros(len(group), dtype=torch.bool)
+    ok[index] = True
+    labels = group.labels[index]
+    if in_memory:
+        return Decoded(TensorSplit(tensors["images"], labels), ok)
+    return Decoded(FileSplit([group.paths[i] for i in index.tolist()], labels), ok)
+
+
+def warn_skipped(not_images: list[Path], unreadable: list[Path], channels: int, size: int, show: int = 3) -> None:
+    """One warning for every skipped file: how many, and the first ``show`` with the reason."""
+    skipped = sorted([(p, "name") for p in not_images] + [(p, "content") for p in unreadable])
+    if not skipped:
+        return
+    reasons = []
+    for path, kind in skipped[:show]:
+        if kind == "name":
+            reasons.append(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            continue
+        try:
+            read_image(path, channels, size)
+            reasons.append(f"{path}: unreadable")
+        except UserError as exc:
+            reasons.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
+    more = f"; and {len(skipped) - show} more" if len(skipped) > show else ""
+    print(
+        f"warning: skipped {len(skipped)} unreadable or non-image file(s), e.g. {'; '.join(reasons)}{more}",
+        file=sys.stderr,
+    )
+
+
+def require_every_class(name: str, train: Split, classes: list[str]) -> None:
+    counts = torch.bincount(train.labels, minlength=len(classes))
     empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
     if empty:
-        raise UserError(f"folder:{folder}: no readable images for class(es) {', '.join(empty)}")
-    return FileSplit(paths, torch.tensor(labels, dtype=torch.int64))
+        raise UserError(f"{name}: no readable training images for class(es) {', '.join(empty)}")
 
 
-def _problem(path: Path) -> str | None:
-    """Why ``path`` cannot be a training image (not an image suffix, unreadable, unconvertible), or None."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})"
-    try:
-        to_model_input(open_image(path), 3, 4)
-    except UserError as exc:
-        return str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
-    return None
-
-
-def _holdout(split: FileSplit) -> dict[str, FileSplit]:
+def hold_out(name: str, split: Split, val_fraction: float) -> dict[str, Split]:
+    """Split into train and val: ``val_fraction`` of each class (at least one) to val, deterministically."""
     counts = torch.bincount(split.labels)
     if int(counts.min()) < 2:
-        raise UserError("folder dataset: every class needs at least 2 images to split into train and val")
-    holdout = max(len(counts), round(0.2 * len(split)))
+        raise UserError(
+            f"{name}: every class needs at least 2 images to split into train and val (or give a val split)"
+        )
+    holdout = max(len(counts), round(val_fraction * len(split)))
+    if len(split) - holdout < len(counts):
+        raise UserError(f"{name}: --val-fraction {val_fraction} leaves fewer training images than classes; lower it")
     train, val = stratified_split(split.labels, holdout)
     return {"train": split.subset(train), "val": split.subset(val)}
 
 
-def _guess_channels(paths: list[Path]) -> int:
-    return 1 if all(open_image(p).mode in GREY_MODES for p in paths) else 3
+def train_stats(
+    name: str, group: FileSplit, decoded: Decoded | None, channels: int, size: int, limit: int = STATS_SAMPLE
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std, in 0..1 units, of up to ``limit`` evenly spaced readable training files.
+
+    The same files give the same numbers whether the images are in memory or read here."""
+    sample = torch.arange(0, len(group), max(1, len(group) // limit))[:limit]
+    if len(sample) == 0:
+        raise UserError(f"{name}: no training images")
+    if decoded is not None and isinstance(decoded.split, TensorSplit):
+        rows = torch.cumsum(decoded.ok.long(), 0) - 1
+        keep = sample[decoded.ok[sample]]
+        images = decoded.split.images[rows[keep]]
+    else:
+        paths = [group.paths[i] for i in sample.tolist()]
+        tag = f"folder-stats-{channels}x{size}-{files_key(paths)[:16]}"
+        images = cached_tensors(tag, [], lambda: decode_files(paths, channels, size, workers=0))["images"]
+    if len(images) == 0:
+        raise UserError(f"{name}: no readable training images")
+    batch = images.float() / 255
+    mean = batch.mean(dim=(0, 2, 3))
+    std = batch.std(dim=(0, 2, 3)).nan_to_num(0.0).clamp_min(1e-3)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)

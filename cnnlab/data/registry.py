@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +94,12 @@ DATASETS: dict[str, DatasetInfo] = {
 }  # fmt: skip
 
 FOLDER_PREFIX = "folder:"
+CSV_PREFIX = "csv:"
+DEFAULT_VAL_FRACTION = 0.2  # of each class held out for val when a folder: or csv: dataset has no val split
 
 
 def dataset_names() -> list[str]:
-    return [*DATASETS, "folder:PATH"]
+    return [*DATASETS, "folder:PATH", "csv:FILE"]
 
 
 def default_split(name: str) -> str:
@@ -114,14 +117,19 @@ def load_data(
     classes: list[str] | None = None,
     image_size: int | None = None,
     download: bool = True,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    memory_budget: float | None = None,
 ) -> Data:
-    """Load the named dataset's ``splits`` (see :data:`DATASETS`, or ``folder:PATH``).
+    """Load the named dataset's ``splits`` (see :data:`DATASETS`, or ``folder:PATH`` / ``csv:FILE``).
 
-    ``classes`` keeps only those classes, relabelled 0, 1, ... in the order given.
+    ``classes`` keeps only those classes, relabelled 0, 1, ... in the order given. For ``folder:`` and
+    ``csv:`` only: ``image_size``, ``val_fraction`` (of each class held out for val when the data has no
+    val split) and ``memory_budget`` (GiB of decoded images kept in memory, default a quarter of the
+    available memory; beyond it the images stream from the files).
     """
     data_dir = Path(data_dir)
-    if name.startswith(FOLDER_PREFIX):
-        data = _load_folder(name, image_size, splits)
+    if is_file_dataset(name):
+        data = _load_folder(name, image_size, splits, val_fraction, memory_budget)
     else:
         info = DATASETS.get(name)
         if info is None:
@@ -150,16 +158,60 @@ def _load_builtin(info: DatasetInfo, data_dir: Path, splits: tuple[str, ...], do
     return {s: loaded[s] for s in splits}
 
 
-def _load_folder(name: str, image_size: int | None, splits: tuple[str, ...]) -> Data:
-    from cnnlab.data.folder import folder_stats, load_folder
+def _load_folder(
+    name: str, image_size: int | None, splits: tuple[str, ...], val_fraction: float, memory_budget: float | None
+) -> Data:
+    from cnnlab.data.folder import load_image_dataset
 
-    root = Path(name[len(FOLDER_PREFIX) :]).expanduser()
-    classes, channels, size, found = load_folder(root, image_size)
-    missing = [s for s in splits if s not in found]
-    if missing:
-        raise UserError(f"{name} has no {missing[0]!r} split (it has: {', '.join(found)})")
-    mean, std = folder_stats(found["train"], channels, size)
-    return Data(name, classes, channels, size, mean, std, {s: found[s] for s in splits})
+    return load_image_dataset(name, splits, image_size, val_fraction, memory_budget)
+
+
+def is_file_dataset(name: str) -> bool:
+    """Whether ``name`` is the user's own images: ``folder:PATH`` or ``csv:FILE``."""
+    return name.startswith((FOLDER_PREFIX, CSV_PREFIX))
+
+
+def canonical_dataset(name: str) -> str:
+    """The form of ``name`` to store in config.json and checkpoints: ``folder:``/``csv:`` paths made
+    absolute (``~`` expanded, symbolic links kept), so a run can be evaluated from any directory.
+    Other names are returned as they are; an empty path is refused."""
+    if not is_file_dataset(name):
+        return name
+    from cnnlab.data.folder import dataset_path
+
+    prefix = CSV_PREFIX if name.startswith(CSV_PREFIX) else FOLDER_PREFIX
+    return prefix + os.path.abspath(dataset_path(name))
+
+
+def display_dataset(name: str, cwd: str | Path | None = None) -> str:
+    """``name`` for printing: a ``folder:``/``csv:`` path under ``cwd`` (default the current directory)
+    relative to it, any other path absolute."""
+    if not is_file_dataset(name) or not name.split(":", 1)[1].strip():
+        return name
+    prefix = CSV_PREFIX if name.startswith(CSV_PREFIX) else FOLDER_PREFIX
+    path = Path(canonical_dataset(name)[len(prefix) :])
+    try:
+        return prefix + str(path.relative_to(os.path.abspath(cwd or os.getcwd())))
+    except ValueError:
+        return prefix + str(path)
+
+
+def describe(data: Data) -> str:
+    """One line on what was found: classes, images per split, grey or RGB, image size, where it lives."""
+    from cnnlab.data.splits import TensorSplit
+
+    names = ", ".join(data.classes[:8]) + (", ..." if len(data.classes) > 8 else "")
+    counts = " / ".join(f"{len(split):,} {split_name}" for split_name, split in data.splits.items())
+    colour = "grey" if data.in_channels == 1 else "RGB"
+    size = f"{data.image_size}x{data.image_size}"
+    if all(isinstance(split, TensorSplit) for split in data.splits.values()):
+        held = sum(split.images.numel() for split in data.splits.values())
+        where = f"in memory ({held / 2**20:,.1f} MiB)"
+    else:
+        where = "streamed from the files"
+    return (
+        f"{display_dataset(data.name)}: {data.num_classes} classes ({names}), {counts} images, {colour} {size}, {where}"
+    )
 
 
 def select_classes(data: Data, keep: list[str]) -> Data:
