@@ -5,8 +5,9 @@ into consecutive slices of ``batch_size`` (the last one may be shorter).
 
 * :class:`TensorBatches` (in-memory splits): the uint8 images live on the device; each batch is an
   index into them, normalised (and optionally augmented) on the device. No per-sample Python.
-* :class:`FileBatches` (``folder:`` splits): a torch DataLoader with worker processes decodes the
-  files, with the same order and the same normalisation.
+* :class:`FileBatches` (``folder:`` and ``csv:`` splits larger than the memory budget): a torch
+  DataLoader with worker processes decodes the files, with the same order, augmentation and
+  normalisation, so it gives the same batches as the decoded images in memory would.
 
 With ``world_size > 1`` (DDP) each global batch is split into ``world_size`` equal-stride shares,
 so the ranks together see exactly what one process with the same global batch would.
@@ -145,7 +146,7 @@ class _FileDataset(Dataset):
 
 
 class FileBatches(Batches):
-    """Batches of a ``folder:`` split, decoded by DataLoader worker processes."""
+    """Batches of a ``folder:`` or ``csv:`` split that streams from its files, decoded by DataLoader workers."""
 
     def __init__(self, split: FileSplit, data: Data, batch_size: int, device: torch.device, **kwargs):
         super().__init__(len(split), data, batch_size, device, **kwargs)

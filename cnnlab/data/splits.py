@@ -1,8 +1,9 @@
 """The containers every dataset loads into: a :class:`Data` with named splits.
 
 A :class:`TensorSplit` holds a whole split in memory as uint8 images ``[N, C, H, W]`` and int64
-labels (every built-in dataset). A :class:`FileSplit` holds image paths and labels and is decoded on
-the fly by a DataLoader (``folder:`` datasets).
+labels (every built-in dataset, and ``folder:``/``csv:`` datasets within the memory budget). A
+:class:`FileSplit` holds image paths and labels and is decoded on the fly by a DataLoader (``folder:``
+and ``csv:`` datasets larger than the budget).
 """
 
 from __future__ import annotations
