@@ -14,7 +14,6 @@ import torch
 from conftest import run_cli
 
 import cnnlab
-from cnnlab.api import checkpoint_header
 from cnnlab.checkpoint import save_atomic
 from cnnlab.cli import main as cli_main
 from cnnlab.config import TrainConfig
@@ -22,6 +21,7 @@ from cnnlab.data import Data, normalize
 from cnnlab.errors import UserError
 from cnnlab.export import export
 from cnnlab.models import build_model
+from cnnlab.training import checkpoint_header
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,11 @@ def test_onnx_metadata_documents_the_preprocessing(checkpoint: Path, tmp_path: P
     assert json.loads(props["mean"]) == pytest.approx([0.1307]) and json.loads(props["std"]) == pytest.approx([0.3081])
     assert json.loads(props["input_shape"]) == ["batch", 1, 28, 28]
     assert meta["model"] == "seednet" and "(pixels / 255 - mean) / std" in meta["preprocessing"]
+    # the image recipe is the model's own (the Predictor's), the one predict and serve use
+    assert meta["image"] == cnnlab.load(checkpoint).preprocessing.describe()
+    assert (
+        meta["image"]["recipe"] == "digit" and meta["image"]["box"] == 20 and "centre of mass" in meta["image"]["steps"]
+    )
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

@@ -95,6 +95,7 @@ print("peak_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
+@pytest.mark.slow
 def test_ico_and_eps_are_refused_without_decoding_and_memory_stays_bounded(ico_file: Path, tmp_path: Path):
     eps = tmp_path / "drawing.eps"
     eps.write_bytes(EPS)
@@ -209,6 +210,7 @@ def test_a_busy_port_or_a_bad_host_is_one_line_before_serving(run: Path, capsys:
     assert "serving" not in captured.out and captured.err.startswith("error: --host 999.1.1.1: not an address")
 
 
+@pytest.mark.slow
 def test_serve_on_all_interfaces_without_a_token_warns(run: Path, tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("CNNLAB_TOKEN", None)
