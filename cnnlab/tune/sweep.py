@@ -52,7 +52,8 @@ DEFAULT_OUT = "runs/sweeps"
 DEFAULT_STUDY = "sweep"
 DB_NAME = "optuna.db"
 HEARTBEAT_S = 10  # a running trial writes a heartbeat this often; one silent for 3x as long counts as dead
-PRUNER = dict(n_startup_trials=3, n_warmup_steps=1)  # prune from epoch 2 on, once 3 trials have finished
+PRUNER = dict(n_startup_trials=3, n_warmup_steps=2)  # prune from epoch 2 on (steps are epochs), once 3 trials finished
+OPEN_ATTEMPTS = 5  # tries to open a storage that another process is creating at the same moment
 SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write lock on the SQLite file
 # Options that are not hyperparameters: where and how a run goes, not what it learns.
 NOT_TUNABLE = ("out", "data_dir", "dataset", "classes", "device", "threads", "progress", "tensorboard",
@@ -372,13 +373,26 @@ def _open_storage(url: str, create: bool) -> Any:
         if create and not path.parent.is_dir():
             raise UserError(f"--storage {url}: the folder {path.parent} does not exist")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if is_sqlite else {}
-    try:
-        with _quiet_optuna():
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S
-            )
-    except Exception as exc:  # any driver's failure to connect (missing module, refused, bad file)
-        raise UserError(f"--storage {_redacted(url)}: cannot open it ({_first_line(exc)})") from None
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            with _quiet_optuna():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S
+                )
+        except Exception as exc:  # any driver's failure to connect (missing module, refused, bad file)
+            if attempt < OPEN_ATTEMPTS and _schema_race(exc, is_sqlite):
+                time.sleep(0.5 * attempt)
+                continue
+            raise UserError(f"--storage {_redacted(url)}: cannot open it ({_first_line(exc)})") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _schema_race(exc: Exception, is_sqlite: bool) -> bool:
+    """True for the errors of two processes creating a new database's tables at the same moment
+    (the second one's insert of the schema version collides, or finds the SQLite file locked)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    return isinstance(exc, IntegrityError) or (is_sqlite and isinstance(exc, OperationalError))
 
 
 @contextmanager

@@ -1,0 +1,169 @@
+"""Sweeps on Optuna: concurrent processes on one SQLite study, pruning, Ctrl-C, and refused input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT
+from test_tune_runs import _LAUNCH, tune_cli
+
+from cnnlab import runs
+from cnnlab.config import TrainConfig
+from cnnlab.errors import UserError
+from cnnlab.tune.sweep import load_space, run_sweep, show_sweep, sqlite_url
+
+# Tiny trials: the digits 0 and 1 (about 850 training images), 7 steps of 128 per epoch.
+TINY = ("--classes", "0,1", "--batch-size", "128", "--quiet")
+SPACE = """
+[lr]
+low = 1e-6
+high = 0.5
+log = true
+
+[momentum]
+low = 0.0
+high = 0.9
+"""
+
+
+def sweep_process(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", _LAUNCH, "sweep", *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def load(out: Path, study: str = "sweep") -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=sqlite_url(out))
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(tmp_path: Path) -> None:
+    (tmp_path / "space.toml").write_text(SPACE)
+    args = ("--trials", "4", "--out", "sw", "--space", "space.toml", "--epochs", "2", *TINY)
+    workers = [sweep_process(*args, cwd=tmp_path) for _ in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=900)
+        assert worker.returncode == 0, err
+    trials = load(tmp_path / "sw").get_trials()
+    assert sorted(t.number for t in trials) == list(range(8))  # none lost, none twice
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    run_dirs = [tmp_path / t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == 8
+    for t, run_dir in zip(trials, run_dirs):
+        status = runs.read_config(run_dir)["status"]
+        assert status == ("finished" if t.state.name == "COMPLETE" else "pruned")
+        if t.state.name == "COMPLETE":
+            assert t.value == max(row["val_acc"] for row in runs.read_metrics(run_dir))
+
+    listed = tune_cli("runs", "sw", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(r["name"] for r in json.loads(listed.stdout)) == [f"sweep/trial-{n:04d}" for n in range(8)]
+
+    shown = tune_cli("sweep", "--show", "--out", "sw", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert len(report["trials"]) == 8
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert report["best"]["number"] == best.number
+    assert (tmp_path / "sw" / "sweep" / "history.png").is_file()
+
+
+@pytest.mark.slow
+def test_median_pruner_stops_a_bad_trial_early(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    out.mkdir()
+    study = optuna.create_study(study_name="sweep", storage=sqlite_url(out), direction="maximize")
+    for _ in range(3):
+        study.enqueue_trial({"lr": 0.05, "momentum": 0.5})
+    study.enqueue_trial({"lr": 1e-6, "momentum": 0.0})  # learns nothing in a few steps
+    (tmp_path / "space.toml").write_text(SPACE)
+    result = tune_cli(
+        "sweep", "--trials", "4", "--out", "sw", "--space", "space.toml", "--epochs", "4", *TINY, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load(out).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"]
+    bad = out / "sweep" / "trial-0003"
+    assert runs.read_config(bad)["status"] == "pruned"
+    assert len(runs.read_metrics(bad)) == 2 < 4  # the pruner first looks at epoch 2 and stops it there
+    assert len(runs.read_metrics(out / "sweep" / "trial-0000")) == 4
+    assert "pruned at epoch 2" in result.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_trial_and_a_rerun_continues_the_study(tmp_path: Path) -> None:
+    worker = sweep_process("--trials", "3", "--out", "sw", "--epochs", "200", *TINY, cwd=tmp_path)
+    metrics = tmp_path / "sw" / "sweep" / "trial-0000" / "metrics.csv"
+    deadline = time.monotonic() + 600
+    while not metrics.exists() and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    out, err = worker.communicate(timeout=600)
+    assert worker.returncode == 130, err
+    assert "run the same command again" in err
+    first = tmp_path / "sw" / "sweep" / "trial-0000"
+    assert runs.read_config(first)["status"] == "interrupted" and (first / "last.pt").is_file()
+    assert [t.state.name for t in load(tmp_path / "sw").get_trials()] == ["FAIL"]
+
+    again = tune_cli("sweep", "--trials", "1", "--out", "sw", "--epochs", "1", *TINY, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [t.state.name for t in load(tmp_path / "sw").get_trials()] == ["FAIL", "COMPLETE"]
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("[colour]\nchoices = [1, 2]", "unknown option 'colour'"),
+        ("[lr]\nlow = 0.1\nhigh = 0.01", "low must be below high"),
+        ("[weight_decay]\nlow = 0.0\nhigh = 0.1\nlog = true", "a log range needs low > 0"),
+        ("[momentum]\nlow = 0.0\nhigh = 1.5", "--momentum must be in [0, 1)"),
+        ("[model]\nchoices = ['seednet', 'nonet']", "unknown model 'nonet'"),
+        ("[augment]\nlow = 0\nhigh = 2.5", "high must be an integer"),
+        ("[lr]\nlow = 0.01\nhigh = 0.1\nspread = 2", "unknown key(s) spread"),
+        ("[out]\nchoices = ['a', 'b']", "out is not a hyperparameter"),
+    ],
+)
+def test_bad_search_spaces_are_refused(tmp_path: Path, space: str, message: str) -> None:
+    path = tmp_path / "space.toml"
+    path.write_text(space)
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_space(path, TrainConfig())
+
+
+def test_bad_storage_and_unknown_study_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot open it"):
+        run_sweep(TrainConfig(), 1, storage="nosuchdb://host/x", out=tmp_path / "sw")
+    with pytest.raises(UserError, match="does not exist"):
+        run_sweep(TrainConfig(), 1, storage=f"sqlite:///{tmp_path}/missing/x.db", out=tmp_path / "sw")
+    with pytest.raises(UserError, match="no sweep in"):
+        show_sweep(out=tmp_path / "sw")
+    assert list(tmp_path.iterdir()) == []
+
+    out = tmp_path / "sw"
+    out.mkdir()
+    optuna.create_study(study_name="mine", storage=sqlite_url(out))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(UserError, match="no study 'other'.*studies there: mine"):
+        show_sweep("other", out=out)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_cli_bad_space_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "space.toml").write_text("[lr]\nlow = 0.5\nhigh = 0.1\n")
+    result = tune_cli("sweep", "--trials", "2", "--space", "space.toml", "--out", "sw", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.startswith("error: --space space.toml: [lr] impossible range") and result.stderr.count("\n") == 1
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.toml"]
