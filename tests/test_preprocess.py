@@ -103,6 +103,7 @@ def test_coloured_noisy_and_wide_images_end_like_the_clean_drawing(mnist5k, name
     assert torch.corrcoef(torch.stack([other.flatten(), clean.flatten()]))[0, 1] > 0.9, name
 
 
+@pytest.mark.slow
 def test_digits_drawn_on_paper_scans_and_wide_images_are_read_as_well_as_the_digits(trained_run: Path, val_digits):
     predictor = cnnlab.load(trained_run)
     images, labels = val_digits
