@@ -9,7 +9,8 @@ The data order is not stored because it needs no state: epoch ``e`` of a run vis
 :func:`cnnlab.data.loaders.epoch_order` ``(n, seed, e)``, a pure function of the seed and the epoch,
 so a resumed run rebuilds the same order and skips the ``batch`` batches already done.
 
-Writing goes to a temporary file ``.NAME.tmpPID`` in the same folder, is flushed and fsynced, then
+Writing goes to a temporary file ``.RANDOM.NAME.tmpPID`` made by mkstemp in the same folder (see
+:mod:`cnnlab.atomic`), is flushed and fsynced, then
 renamed over the old file: a crash at any moment, ``kill -9`` included, leaves either the old
 checkpoint or the new one, never half of one. A failed write (disk full, folder gone) is a
 :class:`~cnnlab.errors.UserError` and leaves the old file as it was.
@@ -51,19 +52,6 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous one is unchanged: "
             "free some disk space (or fix the folder) and continue with --resume"
         ) from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -140,7 +128,7 @@ def _check_file_kind(path: Path) -> None:
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     kind = next((name for magic, name in _SIGNATURES if head.startswith(magic)), "")
-    if kind is None:
+    if kind is None or not head:  # empty: torch.load says it is not readable
         return
     if not kind and head[8:12] == b"WEBP":
         kind = "a WebP image"

@@ -194,12 +194,12 @@ def cmd_hello(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from cnnlab.data.registry import DATASETS, probe_available
 
-    print(f"{'name':<14} {'shape':<9} {'classes':>7}  {'offline now':<11}  description")
+    print(f"{'name':<16} {'shape':<9} {'classes':>7}  {'offline now':<11}  description")
     for name, info in DATASETS.items():
         shape = f"{info.in_channels}x{info.image_size}x{info.image_size}"
         available = "yes" if probe_available(name, args.data_dir) else "no"
-        print(f"{name:<14} {shape:<9} {len(info.classes):>7}  {available:<11}  {info.description}")
-    print(f"{'folder:PATH':<14} {'any':<9} {'any':>7}  {'yes':<11}  your own images, one sub-folder per class")
+        print(f"{name:<16} {shape:<9} {len(info.classes):>7}  {available:<11}  {info.description}")
+    print(f"{'folder:PATH':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images, one sub-folder per class")
     return 0
 
 
@@ -250,6 +250,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.inference import predict
 
+    if args.topk < 1:
+        raise UserError(f"--topk must be ≥ 1 (got {args.topk})")
     results = predict(args.run, args.images, topk=args.topk, invert=args.invert, device=args.device)
     if args.json:
         print(json.dumps(results, indent=2))

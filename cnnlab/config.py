@@ -30,7 +30,7 @@ class TrainConfig:
     """Every option of a training run, its default (the tutorial's recipe) and its ``--help`` text."""
 
     model: str = option("seednet", "network to train (see `cnnlab models`; seednet is the tutorial's CNN)")
-    dataset: str = option("mnist5k", "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10 or folder:PATH")
+    dataset: str = option("mnist5k", "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, cifar100-coarse, folder:PATH")
     data_dir: str = option("./data", "where downloaded or IDX files live")
     classes: list[str] = option(
         [], "keep only these classes, relabelled in order (e.g. 3,8; needed by --loss logistic)"
@@ -45,7 +45,7 @@ class TrainConfig:
     schedule: str = option("none", "learning-rate schedule: none, step, cosine or onecycle")
     gamma: float = option(0.7, "factor per epoch for --schedule step")
     label_smoothing: float = option(0.0, "label smoothing for --loss ce")
-    augment: int = option(0, "random translation of up to N pixels while training, plus a random mirror for photos")
+    augment: int = option(0, "random translation of up to N pixels while training, plus a random mirror for photos (cifar10/cifar100)")
     batch_size: int = option(64, "images per optimiser step (per process with --nproc)")
     epochs: int = option(9, "passes over the training split")
     seed: int = option(1, "the one seed for weights, order and augmentation")

@@ -98,9 +98,11 @@ class Preprocessing:
 
 
 def for_training_data(channels: int, size: int, mean: tuple[float, ...], dataset: str = "") -> Preprocessing:
-    """The preprocessing that matches a model's training data: ``digit`` for grey light-on-dark data
-    (mean < 0.5), else ``resize``."""
-    if channels == 1 and mean[0] < 0.5:
+    """The preprocessing that matches a model's training data: ``digit`` for the built-in grey
+    light-on-dark sets (mean < 0.5: MNIST and its relatives), else ``resize`` — also for your own
+    ``folder:`` and ``csv:`` images, which training decoded by resizing them."""
+    own_images = dataset.startswith(("folder:", "csv:"))
+    if channels == 1 and mean[0] < 0.5 and not own_images:
         box = size if dataset in FULL_FRAME else max(1, round(size * BOX_FRACTION))
         return Preprocessing("digit", channels, size, box)
     return Preprocessing("resize", channels, size, size)

@@ -167,10 +167,14 @@ def _check_continuable(run_dir: Path, ckpt: dict[str, Any], stored: TrainConfig,
             f"{run_dir} stopped early after epoch {stopped} ({stored.monitor} no longer improved): nothing to "
             "train; pass another --early-stop (early_stop= in Python) to continue it"
         )
-    if ckpt["epoch"] > cfg.epochs or (cfg.max_steps is not None and ckpt["step"] >= cfg.max_steps):
-        limit = f"--max-steps {cfg.max_steps}" if ckpt["epoch"] <= cfg.epochs else f"{cfg.epochs} epochs"
+    if cfg.max_steps is not None and ckpt["step"] >= cfg.max_steps:
         raise UserError(
-            f"{run_dir} has already trained its {limit} ({ckpt['step']} steps): nothing to train; "
+            f"{run_dir} has already taken its {cfg.max_steps} steps (--max-steps): nothing to train; "
+            "pass a larger --max-steps (max_steps= in Python) to train further"
+        )
+    if ckpt["epoch"] > cfg.epochs:
+        raise UserError(
+            f"{run_dir} has already trained its {cfg.epochs} epochs: nothing to train; "
             f"pass a larger --epochs (epochs= in Python) than {done_epochs} to train further"
         )
     if cfg.schedule in ("onecycle", "cosine") and (cfg.epochs, cfg.max_steps) != (stored.epochs, stored.max_steps):

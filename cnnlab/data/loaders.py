@@ -44,7 +44,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 # Datasets whose classes survive a left-right mirror (photos); never digits or letters.
-MIRROR_DATASETS = frozenset({"cifar10"})
+MIRROR_DATASETS = frozenset({"cifar10", "cifar100", "cifar100-coarse"})
 
 
 def translate(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
