@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from cnnlab.api import model_for, seed_everything
 from cnnlab.config import FAST_RECIPE, TrainConfig, validate
 from cnnlab.data import load_data, make_batches
 from cnnlab.engine import evaluate, fit, make_loss
 from cnnlab.models import count_parameters
+from cnnlab.training import model_for, seed_everything
 
 TARGET = 0.98
 

@@ -116,7 +116,6 @@ def test_config_file_and_flags(tmp_path: Path):
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     import re
-
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
