@@ -165,6 +165,13 @@ def test_split_folders_train_val_test_and_their_errors(tmp_path: Path, mnist5k, 
     assert list(only_test.splits) == ["test"] and (only_test.mean, only_test.std) == (data.mean, data.std)
     assert "9 test images" in describe(only_test) and "grey 28x28" in describe(only_test)
 
+    saved = {path: path.read_bytes() for path in (root / "test").rglob("*.png")}
+    for path in saved:
+        path.write_bytes(b"not an image")
+    with pytest.raises(UserError, match="no readable images in its test split"):
+        load_data(f"folder:{root}", splits=("test",))
+    for path, data in saved.items():
+        path.write_bytes(data)
     write_digits(root / "test", mnist5k, 1, classes=(4,))
     with pytest.raises(UserError, match=r"the test split's classes differ from training's \(extra 4\)"):
         load_data(f"folder:{root}", splits=("test",))
@@ -191,6 +198,11 @@ def test_folder_errors_are_one_line(tmp_path: Path, mnist5k, cache: Path):
     write_digits(no_train / "test", mnist5k, 1)
     with pytest.raises(UserError, match="has test/ but no train/"):
         load_data(f"folder:{no_train}")
+    (tmp_path / "labels.csv").write_text("image,label\n")
+    with pytest.raises(
+        UserError, match=f"is a file, not a folder; for a table .* use --dataset csv:{tmp_path}/labels.csv"
+    ):
+        load_data(f"folder:{tmp_path / 'labels.csv'}")
     for empty in ("folder:", "folder:  ", "csv:"):
         with pytest.raises(UserError, match="needs a path after the colon"):
             load_data(empty)

@@ -96,6 +96,9 @@ def load_image_dataset(
         size,
     )
     out = {g: d.split for g, d in decoded.items()}
+    empty = [g for g, split in out.items() if len(split) == 0]
+    if empty:
+        raise UserError(f"{name}: no readable images in its {empty[0]} split")
     if "train" in out:
         require_every_class(name, out["train"], found.classes)
         if held_out:
@@ -138,6 +141,9 @@ def sort_classes(names: set[str] | list[str]) -> list[str]:
 
 def scan_folder(root: Path) -> Found:
     """The files of a folder dataset, grouped by split and labelled by their class sub-folder."""
+    if root.is_file():
+        hint = f"; for a table of files and labels use --dataset csv:{root}" if root.suffix.lower() == ".csv" else ""
+        raise UserError(f"folder:{root} is a file, not a folder{hint}")
     if not root.is_dir():
         raise UserError(f"folder:{root}: no such folder")
     split_dirs = _split_dirs(root)
