@@ -14,7 +14,7 @@ from test_tune_runs import tune_cli
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import UserError
-from cnnlab.tune.lr_find import EXPLODE_FACTOR, lr_find, smooth, steepest, suggest_lr, valley
+from cnnlab.tune.lr_find import EXPLODE_FACTOR, lr_find, record, smooth, steepest, suggest_lr, valley
 
 
 @pytest.mark.slow
@@ -46,6 +46,9 @@ def test_leaves_no_global_state_and_repeats_exactly() -> None:
     second = lr_find(cfg, start=1e-4, end=1.0, steps=30)  # a fresh model from the same seed each time
     assert first["raw_losses"] == second["raw_losses"]
     assert suggest_lr(cfg, start=1e-4, end=1.0, steps=30) == first["suggestion"]
+    kept = record(first)  # what `cnnlab train --lr auto` stores in config.json
+    assert kept["rule"] == "valley" and kept["suggestion"] == first["valley"] and "lrs" not in kept
+    json.dumps(kept)
 
 
 def test_stops_when_the_smoothed_loss_explodes() -> None:

@@ -85,6 +85,13 @@ def suggest_lr(cfg: TrainConfig, **options: Any) -> float:
     return float(lr_find(cfg, **options)["suggestion"])
 
 
+def record(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run's ``config.json`` keeps of an :func:`lr_find` result: the suggestions and the test's
+    range, without the curve."""
+    keys = ("suggestion", "steepest", "valley", "start", "end", "steps", "stopped")
+    return {"rule": SUGGESTION, **{key: result[key] for key in keys}}
+
+
 def _check_range(start: float, end: float, steps: int, explode: float) -> None:
     checks = [
         (0 < start < end, f"lr-find needs 0 < --start < --end (got {start:g} and {end:g})"),
