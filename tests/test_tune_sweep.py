@@ -167,3 +167,15 @@ def test_cli_bad_space_is_one_line_exit_2(tmp_path: Path) -> None:
         result.stderr.startswith("error: --space space.toml: [lr] impossible range") and result.stderr.count("\n") == 1
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.toml"]
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "space.toml").write_text("[lr]\nchoices = [1e6]\n")
+    base = TrainConfig(classes=["0", "1"], batch_size=128, epochs=1, max_steps=3, progress=False, device="cpu")
+    space = load_space(tmp_path / "space.toml", base)
+    lines: list[str] = []
+    result = run_sweep(base, 2, space=space, out=tmp_path / "sw", echo=lines.append)
+    assert [t["state"] for t in result["trials"]] == ["FAIL", "FAIL"] and result["best"] is None
+    assert sum("diverged" in line for line in lines) == 2
+    assert runs.read_config(tmp_path / "sw" / "sweep" / "trial-0001")["status"] == "failed"

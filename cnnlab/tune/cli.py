@@ -109,7 +109,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError("sweep needs --trials N (or --show to see a study)")
     cfg = train_config(args, "sweep")
     space = sweep.load_space(args.space, cfg) if args.space else sweep.DEFAULT_SPACE
-    from cnnlab.engine import Interrupted
+    from cnnlab.errors import Interrupted
 
     try:
         result = sweep.run_sweep(cfg, args.trials, args.study, args.storage, space, args.sweep_dir, _echo)

@@ -10,8 +10,9 @@ A sweep folder (``--out``, default ``runs/sweeps``) holds the study database ``o
 Each trial trains with :func:`cnnlab.train` and reports every epoch's validation accuracy; Optuna's
 median pruner stops a trial whose accuracy at an epoch is below the median of the earlier trials at
 that epoch (its run is marked ``pruned``). The trial's value is its best validation accuracy (the
-accuracy of its ``best.pt``). Several processes, on one machine or many, may run the same study at
-once; a heartbeat lets a killed process's trial be marked failed instead of blocking the study.
+accuracy of its ``best.pt``); a trial whose loss diverges fails without stopping the sweep. Several
+processes, on one machine or many, may run the same study at once; a heartbeat lets a killed
+process's trial be marked failed instead of blocking the study.
 
 A search space file (``--space FILE.toml``) has one table per option of ``cnnlab train``::
 
@@ -46,7 +47,7 @@ from typing import Any
 
 from cnnlab import runs
 from cnnlab.config import TrainConfig, validate
-from cnnlab.errors import UserError
+from cnnlab.errors import Diverged, UserError
 
 DEFAULT_OUT = "runs/sweeps"
 DEFAULT_STUDY = "sweep"
@@ -189,7 +190,7 @@ def run_sweep(
 
     Each trial trains ``base`` with the sampled values into ``OUT/STUDY/trial-NNNN``. Bad input is
     refused before anything is written. Ctrl-C stops the running trial after its checkpoint and
-    raises :class:`~cnnlab.engine.Interrupted`; running the sweep again continues the study.
+    raises :class:`~cnnlab.errors.Interrupted`; running the sweep again continues the study.
     """
     import optuna
 
@@ -215,7 +216,7 @@ def run_sweep(
     echo(f"study {study} ({done} trials so far): {trials} more over " + ", ".join(p.describe() for p in space))
     objective = _objective(base, space, out / study, echo)
     with _quiet_optuna():
-        study_obj.optimize(objective, n_trials=trials, catch=())
+        study_obj.optimize(objective, n_trials=trials, catch=(Diverged,))
     return summary(study_obj)
 
 
@@ -256,6 +257,9 @@ def _objective(base: TrainConfig, space: tuple[Param, ...], folder: Path, echo: 
             echo(
                 f"trial {trial.number}  {shown}  pruned at epoch {last_epoch[0]}  {time.perf_counter() - started:.1f}s"
             )
+            raise
+        except Diverged as exc:  # its run says "failed" and why; the study counts it failed and goes on
+            echo(f"trial {trial.number}  {shown}  diverged ({exc})")
             raise
         echo(
             f"trial {trial.number}  {shown}  val acc {100 * result.best_val_acc:.2f}%  "
@@ -413,12 +417,13 @@ def _created(folder: Path) -> Iterator[Path]:
 
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    """Optuna's INFO lines and experimental-feature warnings off for the block (the sweep prints one
-    line per trial itself; the heartbeat it relies on is marked experimental)."""
+    """Optuna's log lines and experimental-feature warnings off for the block: the sweep prints one
+    line per trial itself (a failed trial's included), and the heartbeat it relies on is marked
+    experimental."""
     import optuna
 
     level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
