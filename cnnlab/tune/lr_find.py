@@ -12,8 +12,8 @@ The loss is smoothed with a bias-corrected exponential moving average (β = 0.98
 and the test stops early once ``smoothed_i`` exceeds :data:`EXPLODE_FACTOR` times its minimum (or a
 loss is not finite). Two suggestions are read off the smoothed curve, leaving out its first tenth
 and its last :data:`TRIM_END` points as fastai does: the steepest descent (the most negative
-d smoothed / d log10 lr before the lowest point) and fastai's "valley" (the middle of the longest valley), which is
-:data:`SUGGESTION`.
+d smoothed / d log10 lr before the lowest point) and fastai's "valley" (the middle of the longest
+valley), which is :data:`SUGGESTION`.
 
 Nothing is written and no state is left behind: the model, optimiser and batches are built fresh,
 and the global random generators and the torch thread count are restored afterwards.
