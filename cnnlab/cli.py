@@ -234,6 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "accuracy",
             "per_class",
             "confusion_matrix",
+            "most_confused",
             "confusion_png",
             "mistakes_png",
         )
@@ -351,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-command groups that live beside their feature; each has ``register(subparsers)`` and imports
 # nothing heavy (torch) until its command runs.
-FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve")
+FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.explain")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,3 +52,22 @@ def most_confident_mistakes(outputs: torch.Tensor, labels: torch.Tensor, k: int 
     wrong = torch.nonzero(pred != labels).squeeze(1)
     order = confidence[wrong].argsort(descending=True)
     return wrong[order[:k]]
+
+
+def most_confused(matrix: torch.Tensor, classes: list[str]) -> list[dict[str, Any]]:
+    """Every (true → predicted) pair of different classes the model confused at least once, with its count
+    from the confusion matrix [true, predicted]; largest count first (ties: in class order)."""
+    m = matrix.detach().cpu().clone()
+    m.fill_diagonal_(0)
+    pairs = [(int(m[i, j]), i, j) for i, j in torch.nonzero(m).tolist()]
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    return [{"true": classes[i], "predicted": classes[j], "count": count} for count, i, j in pairs]
+
+
+def format_most_confused(pairs: list[dict[str, Any]], limit: int = 10) -> str:
+    """The first ``limit`` most-confused pairs, one per line: ``true → predicted: count``."""
+    if not pairs:
+        return "most confused: none (no mistakes)"
+    lines = [f"most confused (true → predicted: count){'' if len(pairs) <= limit else f', top {limit}'}:"]
+    lines += [f"  {p['true']} → {p['predicted']}: {p['count']}" for p in pairs[:limit]]
+    return "\n".join(lines)

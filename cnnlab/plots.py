@@ -179,3 +179,77 @@ def plot_architecture(model: nn.Sequential, in_shape: tuple[int, int, int], path
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def _save_atomic(fig: Any, path: str | Path) -> Path:
+    """Like :func:`_save`, through the one atomic writer: the PNG is whole or not there."""
+    from cnnlab.atomic import write_atomic
+
+    path = Path(path)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _input_rgb(img: torch.Tensor) -> Any:
+    """uint8 [C, H, W] (grey or RGB) → float NumPy [H, W, 3] in 0..1."""
+    x = img.detach().cpu().float().div(255)
+    return (x.expand(3, -1, -1) if x.shape[0] == 1 else x).permute(1, 2, 0).numpy()
+
+
+def overlay_rgb(img: torch.Tensor, attribution: torch.Tensor, alpha: float = 0.6) -> Any:
+    """The input uint8 [C, H, W] with the positive part of an attribution map [H, W] on top (inferno
+    colours, opacity ``alpha`` × the value ÷ the map's maximum): uint8 NumPy [H, W, 3]."""
+    import numpy as np
+
+    base = _input_rgb(img) * 0.75
+    heat = attribution.detach().float().cpu().clamp_min(0)
+    top = float(heat.max())
+    heat = (heat / top).numpy() if top > 0 else np.zeros(tuple(heat.shape))
+    colour = matplotlib.colormaps["inferno"](heat)[:, :, :3]
+    weight = alpha * heat[:, :, None]
+    blended = ((1 - weight) * base + weight * colour).clip(0, 1)
+    return (blended * 255).round().astype(np.uint8)
+
+
+def plot_attribution(img: torch.Tensor, attribution: torch.Tensor, path: str | Path, title: str = "") -> Path:
+    """Three panels: the input as the model sees it, the attribution map (red: evidence for the target,
+    blue: against, on a symmetric scale) and the map's positive part over the input. Written atomically."""
+    a = attribution.detach().float().cpu()
+    limit = max(float(a.abs().max()), 1e-12)
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.2))
+    _show(axes[0], img)
+    axes[0].set_title("input", fontsize=9)
+    shown = axes[1].imshow(a.numpy(), cmap="bwr", vmin=-limit, vmax=limit)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    axes[1].set_title("attribution", fontsize=9)
+    axes[2].imshow(overlay_rgb(img, a))
+    axes[2].set_title("overlay", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_atomic(fig, path)
+
+
+def plot_gallery_with_overlays(
+    images: torch.Tensor, overlays: list[Any], titles: list[str], path: str | Path, title: str = ""
+) -> Path:
+    """A grid of uint8 images [N, C, H, W], each with its overlay (uint8 [H, W, 3]) beside it and a caption."""
+    n = max(1, len(images))
+    pairs = min(4, n)
+    rows = math.ceil(n / pairs)
+    fig, axes = plt.subplots(rows, 2 * pairs, figsize=(1.6 * 2 * pairs, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (img, over, caption) in enumerate(zip(images, overlays, titles)):
+        r, c = divmod(i, pairs)
+        _show(axes[r, 2 * c], img)
+        axes[r, 2 * c].set_title(caption, fontsize=8)
+        axes[r, 2 * c + 1].imshow(over)
+        axes[r, 2 * c + 1].set_title("Grad-CAM", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

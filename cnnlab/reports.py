@@ -1,5 +1,6 @@
 """Reports on a trained model: :func:`evaluate` (loss, accuracy, per-class report, confusion matrix,
-a gallery of the most confident mistakes) and :func:`summary` (torchinfo's layer table).
+the most-confused class pairs, a gallery of the most confident mistakes with a Grad-CAM overlay each)
+and :func:`summary` (torchinfo's layer table).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ def evaluate(
     out: str | Path | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Loss, accuracy, per-class report, confusion matrix and mistakes gallery of a trained model.
+    """Loss, accuracy, per-class report, confusion matrix, most-confused pairs (``most_confused``: true →
+    predicted, count, largest first) and mistakes gallery (with Grad-CAM overlays) of a trained model.
 
     Defaults: the run's own dataset; the ``test`` split where the dataset has one, else ``val``.
     Pictures go to ``out`` (default: ``eval-<dataset>-<split>/`` beside the checkpoint).
     """
     from cnnlab import plots
-    from cnnlab.metrics import confusion_matrix, format_report, per_class_report
+    from cnnlab.metrics import confusion_matrix, format_most_confused, format_report, most_confused, per_class_report
 
     predictor = load(path, device)
     cfg = predictor.config
@@ -46,6 +48,7 @@ def evaluate(
     outputs, labels = result.pop("outputs"), result.pop("labels")
     report = per_class_report(outputs, labels, data.classes)
     matrix = confusion_matrix(outputs, labels, len(data.classes))
+    confused = most_confused(matrix, data.classes)
     out_dir = Path(out) if out else predictor.path.parent / f"eval-{file_name_part(dataset)}-{split}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,9 +63,10 @@ def evaluate(
         "split": split,
         "per_class": report,
         "confusion_matrix": matrix.tolist(),
+        "most_confused": confused,
         "confusion_png": str(confusion_png),
         "mistakes_png": str(gallery_png),
-        "report": format_report(report),
+        "report": format_report(report) + "\n" + format_most_confused(confused),
     }
 
 
@@ -80,6 +84,7 @@ def _mistakes_gallery(
     predictor: Predictor, data: Data, split: str, outputs: torch.Tensor, labels: torch.Tensor, path: Path
 ) -> Path:
     from cnnlab import plots
+    from cnnlab.explain.attribution import attribute_images
     from cnnlab.metrics import most_confident_mistakes
 
     index = most_confident_mistakes(outputs, labels, k=16)
@@ -95,7 +100,14 @@ def _mistakes_gallery(
         f"true {data.classes[int(labels[i])]}\npred {data.classes[int(p.argmax())]} {100 * float(p.max()):.0f}%"
         for i, p in zip(index.tolist(), probs)
     ]
-    return plots.plot_gallery(images, titles, path, title="most confidently wrong")
+    if not len(index):
+        return plots.plot_gallery(images, titles, path, title="most confidently wrong")
+    predicted = probs.argmax(dim=1)
+    maps = attribute_images(predictor, images, predicted, "gradcam")
+    overlays = [plots.overlay_rgb(img, m) for img, m in zip(images, maps)]
+    return plots.plot_gallery_with_overlays(
+        images, overlays, titles, path, title="most confidently wrong (Grad-CAM: evidence for the wrong answer)"
+    )
 
 
 def summary(

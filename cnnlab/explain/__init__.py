@@ -1,0 +1,138 @@
+"""See inside a trained CNN: ``cnnlab explain`` (attribution maps through Captum, and the sanity checks
+of Adebayo et al. with ``--sanity``) and ``cnnlab viz`` (first-layer filters, feature maps).
+
+The Python API: :func:`explain` (image files → prediction + attribution map + overlay PNG),
+:func:`attribute` (a batch of model inputs → maps), :func:`sanity_checks` and :func:`visualize`.
+Each name is imported on first use: this module, which the command line imports to register its
+sub-commands, does not load torch or Captum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from typing import Any
+
+from cnnlab.config import DEVICES
+
+# The attribution methods, in the order the sanity table lists them (see cnnlab/explain/attribution.py).
+METHODS = ("gradcam", "saliency", "integrated-gradients", "occlusion")
+# The method that passes both sanity checks by the widest margin on the default model (the tutorial's
+# seednet trained on mnist5k): measured by `cnnlab explain --sanity RUN` (README, "Inside the CNN").
+DEFAULT_METHOD = "saliency"
+
+_EXPORTS = {
+    "explain": "cnnlab.explain.attribution",
+    "attribute": "cnnlab.explain.attribution",
+    "last_conv": "cnnlab.explain.attribution",
+    "sanity_checks": "cnnlab.explain.sanity",
+    "format_sanity": "cnnlab.explain.sanity",
+    "visualize": "cnnlab.explain.viz",
+}
+
+__all__ = ["METHODS", "DEFAULT_METHOD", "register", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cnnlab.explain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``explain`` and ``viz`` sub-commands."""
+    p = subparsers.add_parser(
+        "explain",
+        help="why the model answers what it answers: an attribution map per image (Captum)",
+        description=(
+            "For each image: the predicted class (or --target) and an attribution map at the model's input "
+            "resolution (positive = evidence for the target), saved as a PNG of the input, the map and both "
+            f"overlaid. Methods: {', '.join(METHODS)}. Default: {DEFAULT_METHOD}, the method that passes both "
+            "sanity checks (model randomisation, localisation on the digit's ink) by the widest margin on the "
+            "tutorial's seednet trained on mnist5k; --sanity measures them for any run."
+        ),
+    )
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size")
+    p.add_argument(
+        "--method", default=None, metavar="METHOD",
+        help=f"one of {', '.join(METHODS)} (default: {DEFAULT_METHOD}, which passes both sanity checks by the "
+        "widest margin on the default model)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target", default=None, metavar="CLASS", help="explain this class (name or index) instead of the prediction"
+    )
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="folder for the PNGs (default: explain/ beside the checkpoint)"
+    )
+    p.add_argument(
+        "--invert", action="store_true",
+        help="force inverting the image's grey levels (normally the background is detected)",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where to run the model (default cpu)")
+    p.add_argument(
+        "--sanity", action="store_true",
+        help="instead of explaining images: run the sanity checks of every method (or --method) on the run's "
+        "validation images and print the table",
+    )  # fmt: skip
+    p.add_argument(
+        "-n", "--num-images", type=int, default=64, metavar="N", help="--sanity: validation images used (default 64)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (a list, one object per image or per method)")
+    p.set_defaults(func=cmd_explain)
+
+    p = subparsers.add_parser("viz", help="first-layer filters and every convolution's feature maps, as PNGs")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
+    p.add_argument(
+        "--image",
+        default=None,
+        metavar="FILE",
+        help="the image whose feature maps are drawn (default: a validation image)",
+    )
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="folder for the PNGs (default: viz/ beside the checkpoint)"
+    )
+    p.add_argument("--json", action="store_true", help="print the PNG paths as JSON")
+    p.set_defaults(func=cmd_viz)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnlab.errors import UserError
+
+    if args.sanity:
+        from cnnlab.explain.sanity import format_sanity, sanity_checks
+
+        if args.images:
+            raise UserError("--sanity uses the run's validation images: give no IMAGE files with it")
+        methods = [args.method] if args.method else list(METHODS)
+        rows = sanity_checks(args.run, methods, n=args.num_images, device=args.device)
+        print(json.dumps(rows, indent=2) if args.json else format_sanity(rows))
+        return 0
+    if not args.images:
+        raise UserError("no images given: cnnlab explain RUN IMAGE... (or --sanity to check the methods)")
+    from cnnlab.explain.attribution import explain
+
+    results = explain(args.run, args.images, args.method, args.target, args.out, args.invert, args.device)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        print(
+            f"{r['image']}: {r['label']} ({100 * r['probability']:.1f}%)  {r['method']} for {r['target']} → {r['png']}"
+        )
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from cnnlab.explain.viz import visualize
+
+    result = visualize(args.run, args.image, args.out)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"first-layer filters: {result['filters_png']}")
+    print(f"feature maps of {result['image']}: {result['feature_maps_png']}")
+    return 0
