@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 import torch
 from conftest import run_cli
 from torch import nn
@@ -136,6 +137,7 @@ def test_time_to_accuracy_counts_training_seconds_up_to_the_first_epoch_that_rea
     assert side.seconds_to_accuracy(0.95) is None
 
 
+@pytest.mark.slow
 def test_bench_command_end_to_end_on_a_tiny_synthetic_set():
     result = run_cli("bench", "--synthetic", "512", "--epochs", "2", "--json")
     assert result.returncode == 0, result.stderr
@@ -164,6 +166,7 @@ def test_bench_command_end_to_end_on_a_tiny_synthetic_set():
     assert fast["tutorial_epochs_seconds"] == TrainConfig().epochs * report["reference"]["seconds_per_epoch"]
 
 
+@pytest.mark.slow
 def test_bench_text_report_and_user_errors(capsys):
     args = ["bench", "--synthetic", "64", "--epochs", "1", "--batch-size", "32", "--threads", "1", "--no-fast-recipe"]
     assert main(args) == 0

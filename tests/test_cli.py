@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, run_cli
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(trained_run: Path):
     for name in ("config.json", "metrics.csv", "last.pt", "best.pt", "curves.png", "confusion.png"):
         assert (trained_run / name).is_file(), name
@@ -25,6 +26,7 @@ def test_train_writes_a_complete_run_directory(trained_run: Path):
     assert ckpt["arch"]["model"] == "seednet" and "0.weight" in ckpt["model"]
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_validation_accuracy(trained_run: Path):
     result = run_cli("eval", str(trained_run), "--json")
     assert result.returncode == 0, result.stderr
@@ -36,12 +38,14 @@ def test_eval_reproduces_the_validation_accuracy(trained_run: Path):
     assert len(numbers["per_class"]) == 10
 
 
+@pytest.mark.slow
 def test_eval_on_an_idx_test_set(trained_run: Path, idx_test_dir: Path):
     result = run_cli("eval", str(trained_run), "--dataset", "mnist", "--data-dir", str(idx_test_dir))
     assert result.returncode == 0, result.stderr
     assert "mnist test: 1000 images" in result.stdout and "precision" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_returns_the_label_of_a_validation_image(trained_run: Path, digit_png):
     path, label = digit_png
     result = run_cli("predict", str(trained_run), str(path), "--json", "--topk", "3")
@@ -53,6 +57,7 @@ def test_predict_returns_the_label_of_a_validation_image(trained_run: Path, digi
     assert f": {label} (" in plain.stdout
 
 
+@pytest.mark.slow
 def test_hello_json_has_versions_and_device():
     result = run_cli("hello", "--json")
     info = json.loads(result.stdout)
@@ -60,6 +65,7 @@ def test_hello_json_has_versions_and_device():
     assert info["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_listings_and_summary(tmp_path: Path):
     assert "seednet" in run_cli("models").stdout and "8,490" in run_cli("models").stdout
     datasets = run_cli("datasets").stdout
@@ -69,6 +75,7 @@ def test_listings_and_summary(tmp_path: Path):
     assert "[1, 20, 4, 4]" in summary.stdout and "8,490" in summary.stdout and plot.stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -89,6 +96,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, args: list[st
     assert not (tmp_path / "r" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_unreadable_image_and_wrong_checkpoint(trained_run: Path, tmp_path: Path):
     bad = tmp_path / "bad.png"
     bad.write_text("not a picture")
@@ -104,6 +112,7 @@ def test_unreadable_image_and_wrong_checkpoint(trained_run: Path, tmp_path: Path
     assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
 
 
+@pytest.mark.slow
 def test_config_file_and_flags(tmp_path: Path):
     toml = tmp_path / "run.toml"
     toml.write_text('model = "lenet5"\nbatch-size = 128\nepochs = 3\n')

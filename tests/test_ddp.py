@@ -78,6 +78,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_two_processes_follow_one_process_with_the_global_batch(ddp_run, reference: Path):
     run_dir, result = ddp_run
     assert_same_weights(run_dir / "last.pt", reference / "r20" / "last.pt")
@@ -91,6 +92,7 @@ def test_two_processes_follow_one_process_with_the_global_batch(ddp_run, referen
     assert result.stdout.count("epoch 1/2") == 1 and result.stdout.count("run saved to") == 1  # rank 0 only
 
 
+@pytest.mark.slow
 def test_a_ddp_checkpoint_resumes_and_evaluates_in_one_process(ddp_run, reference: Path, tmp_path: Path):
     run_dir = shutil.copytree(ddp_run[0], tmp_path / "run")
     ckpt = load_checkpoint(run_dir / "last.pt")
@@ -103,6 +105,7 @@ def test_a_ddp_checkpoint_resumes_and_evaluates_in_one_process(ddp_run, referenc
     assert numbers["n"] == 1000 and numbers["accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_nproc_resumes_a_one_process_run_over_uneven_last_batches(tmp_path: Path):
     """``cnnlab train --nproc 2``: digits has 1,437 training images, so each epoch's last global batch
     of 64 (29 images) splits 15/14; weighting by shard size keeps the runs equal."""
@@ -132,6 +135,7 @@ cnnlab.train(dataset="digits", batch_size=32, epochs=1, checkpoint_every=5, out=
 """
 
 
+@pytest.mark.slow
 def test_a_dying_rank_leaves_the_last_good_checkpoint(tmp_path: Path):
     script = tmp_path / "dying.py"
     script.write_text(DYING_RANK)
@@ -145,6 +149,7 @@ def test_a_dying_rank_leaves_the_last_good_checkpoint(tmp_path: Path):
     assert [(row["epoch"], row["steps"]) for row in resumed.history] == [(1, 23)]
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 40), per_process=st.integers(1, 6), size=st.integers(2, 4))
 def test_shard_weights_make_the_averaged_gradient_the_global_mean(mnist5k, n: int, per_process: int, size: int):

@@ -18,6 +18,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_plain_sgd_is_exactly_the_gradient_descent_update(mnist5k):
     """With momentum 0, one engine step is w ← w − α ∂E/∂w on the first batch of the epoch order."""
     cfg = TrainConfig(momentum=0.0, lr=0.05, max_steps=1, progress=False, dtype="float64")
@@ -34,6 +35,7 @@ def test_plain_sgd_is_exactly_the_gradient_descent_update(mnist5k):
         assert torch.allclose(w_after, w_before - 0.05 * g, atol=1e-12), name
 
 
+@pytest.mark.slow
 def test_training_learns_and_is_reproducible(tmp_path: Path):
     a = cnnlab.train(epochs=2, out=str(tmp_path / "a"), progress=False)
     cnnlab.train(epochs=2, out=str(tmp_path / "b"), progress=False)
@@ -43,6 +45,7 @@ def test_training_learns_and_is_reproducible(tmp_path: Path):
         assert torch.equal(value, _weights(tmp_path / "b" / "last.pt")[key]), key
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_gives_the_same_weights(tmp_path: Path):
     """Stop after 30 steps (inside epoch 2), resume, finish: same weights as one uninterrupted run."""
     common = dict(dataset="digits", epochs=2, deterministic=True, progress=False, augment=1, model="examplenet")
@@ -93,6 +96,7 @@ def test_optimizers_and_schedules(mnist5k, optimizer: str, schedule: str):
         assert 0.9 * cfg.lr < max(lrs) <= cfg.lr and 0 < peak < 5 and lrs[-1] < lrs[0]
 
 
+@pytest.mark.slow
 def test_logistic_regression_on_two_classes(tmp_path: Path):
     result = cnnlab.train(loss="logistic", classes=["3", "8"], epochs=2, out=str(tmp_path / "r"), progress=False)
     assert result.best_val_acc > 0.9
@@ -117,6 +121,7 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path: Path, opti
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_not_overwritten_by_accident(tmp_path: Path):
     cnnlab.train(max_steps=2, epochs=1, out=str(tmp_path / "r"), progress=False)
     with pytest.raises(UserError, match="already holds a run"):

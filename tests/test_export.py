@@ -95,6 +95,7 @@ def test_a_logistic_model_exports_two_class_probabilities(tmp_path: Path, mnist5
     np.testing.assert_allclose(probs, predictor.probabilities(images).numpy(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_export_cli_writes_beside_the_checkpoint_by_default(checkpoint: Path):
     result = run_cli("export", str(checkpoint), "--format", "torchscript")
     assert result.returncode == 0, result.stderr

@@ -117,6 +117,7 @@ def test_fast_trainer_and_tutorial_loop_reach_the_same_accuracy(mnist5k):
     assert result["accuracy_difference"] == pytest.approx(fast["val_accuracy"] - ref["val_accuracy"])
 
 
+@pytest.mark.slow
 def test_compiled_trainer_computes_what_the_eager_one_does(mnist5k):
     """``--compile`` (torch.compile, inductor's C++ kernels on the CPU) takes the same 30 steps as
     eager PyTorch from the same weights: the same losses and weights up to float rounding."""

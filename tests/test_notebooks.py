@@ -75,6 +75,7 @@ def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
 def test_notebook_runs(source: Path, kernel_env: dict[str, str], tmp_path: Path):
     before = _files_we_could_litter()

@@ -32,6 +32,7 @@ def onecycle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_finished_run_cannot_be_lengthened_when_its_schedule_depends_on_the_length(onecycle_run: Path):
     before = _config_bytes(onecycle_run)
     with pytest.raises(UserError, match="onecycle.*cannot change on resume"):
@@ -41,6 +42,7 @@ def test_a_finished_run_cannot_be_lengthened_when_its_schedule_depends_on_the_le
     assert _config_bytes(onecycle_run) == before  # refused: the finished run is untouched
 
 
+@pytest.mark.slow
 def test_a_finished_constant_or_step_schedule_run_continues_for_more_epochs(tmp_path: Path, capsys):
     run = tmp_path / "r"
     cnnlab.train(schedule="step", epochs=1, classes=["0", "1"], out=run)
@@ -55,6 +57,7 @@ def test_a_finished_constant_or_step_schedule_run_continues_for_more_epochs(tmp_
     assert ckpt["history"][1]["lr"] == pytest.approx(lr * gamma**2)  # the step schedule went on
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_on_patience_and_is_kept_on_resume(tmp_path: Path):
     run = tmp_path / "r"
     # lr so small that nothing improves by 0.05 accuracy after the first epoch
@@ -70,6 +73,7 @@ def test_early_stopping_stops_on_patience_and_is_kept_on_resume(tmp_path: Path):
     assert [row["epoch"] for row in more.history] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_early_stopping_patience_survives_a_resume_mid_run(tmp_path: Path):
     options = dict(lr=1e-6, momentum=0.0, epochs=50, early_stop=2, min_delta=0.05, classes=["0", "1"], progress=False)
     whole = cnnlab.train(out=tmp_path / "whole", **options)
@@ -90,6 +94,7 @@ def test_missing_optional_package_is_refused_before_the_run_folder_exists(tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, says",
     [
@@ -145,6 +150,7 @@ def test_the_command_line_starts_without_torch():
     assert shown.returncode == 0 and "train" in shown.stdout and "bench" in shown.stdout
 
 
+@pytest.mark.slow
 def test_the_default_layout_is_channels_last_and_the_old_one_a_flag(tmp_path: Path):
     assert build_parser().parse_args(["train", "--no-channels-last"]).channels_last is False
     fast = cnnlab.train(max_steps=1, epochs=1, progress=False, out=tmp_path / "a")

@@ -17,6 +17,7 @@ from cnnlab.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_python_m_cnnlab_backprop_check_json() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
@@ -30,6 +31,7 @@ def test_python_m_cnnlab_backprop_check_json() -> None:
     assert payload["loss"] == "nll" and payload["model"] == "seednet"
 
 
+@pytest.mark.slow
 def test_backprop_check_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backprop", "check", "--loss", "logistic", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
@@ -41,6 +43,7 @@ def test_backprop_check_bad_loss(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.strip() == "error: unknown loss 'hinge'; choose one of: nll, ce, mse, logistic"
 
 
+@pytest.mark.slow
 def test_backprop_check_other_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backprop", "check", "--model", "lenet5", "--batch-size", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passed"] is True
@@ -49,6 +52,7 @@ def test_backprop_check_other_models(capsys: pytest.CaptureFixture[str]) -> None
     assert err.startswith("error: --model examplenet: the NumPy engine cannot run it:") and "(Dropout)" in err
 
 
+@pytest.mark.slow
 def test_backprop_train_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     args = ["backprop", "train", "--epochs", "1", "--batch-size", "128", "--lr", "0.05", "--out", str(out), "--quiet"]

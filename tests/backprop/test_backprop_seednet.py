@@ -12,6 +12,7 @@ from cnnlab.backprop.layers import Linear
 from cnnlab.backprop.net import SGD, Sequential
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["nll", "ce", "mse", "logistic"])
 def test_seednet_gradients_equal_autograd_on_real_data(loss: str) -> None:
     result = check(model="seednet", loss=loss, batch_size=16, seed=0, fd_samples=4)

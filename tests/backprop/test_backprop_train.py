@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import cnnlab.backprop
 from cnnlab.backprop.train import train_numpy, train_numpy_net
@@ -27,6 +28,7 @@ def test_only_compare_and_convert_import_torch() -> None:
     assert importers == {"compare.py", "convert.py"}
 
 
+@pytest.mark.slow
 def test_train_numpy_rows_and_callbacks() -> None:
     epochs_seen: list[dict] = []
     steps: list[tuple[int, float]] = []
@@ -45,6 +47,7 @@ def test_train_numpy_rows_and_callbacks() -> None:
     assert np.mean([v for _, v in steps[-10:]]) < np.mean([v for _, v in steps[:10]])
 
 
+@pytest.mark.slow
 def test_train_numpy_is_float32_and_reproducible() -> None:
     a, net = train_numpy_net(epochs=1, progress=False, max_steps=5, seed=3)
     b = train_numpy(epochs=1, progress=False, max_steps=5, seed=3)

@@ -22,6 +22,7 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("loss", "classes"), [("nll", None), ("mse", None), ("logistic", ["3", "8"])])
 def test_first_50_sgd_steps_match_core_trainer(loss: str, classes: list[str] | None) -> None:
     from cnnlab.config import TrainConfig

@@ -44,6 +44,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_kill_9_and_ctrl_c_at_real_moments_then_resume_gives_the_same_run(tmp_path: Path, reference: Path):
     """One run, interrupted three ways, resumed with no other flag each time, then finished:
     kill -9 right after ``config.json`` (before or at the first checkpoint), kill -9 at a random
@@ -95,6 +96,7 @@ def test_kill_9_and_ctrl_c_at_real_moments_then_resume_gives_the_same_run(tmp_pa
     assert_same_training(run, reference)
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(
     tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture
 ):

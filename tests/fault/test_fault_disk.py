@@ -76,6 +76,7 @@ def test_a_vanished_run_directory_is_a_user_error(tmp_path: Path):
     assert not (tmp_path / "gone").exists()
 
 
+@pytest.mark.slow
 @needs_path("/dev/full", "a device whose every write fails with ENOSPC")
 def test_disk_full_mid_run_stops_cleanly_and_the_run_resumes_to_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -118,6 +119,7 @@ def test_a_full_disk_while_writing_run_files_is_one_line(
     assert not (out / "last.pt").exists()
 
 
+@pytest.mark.slow
 @needs_path("/proc", "Linux's procfs")
 def test_eval_into_an_unwritable_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     run = tmp_path / "run"

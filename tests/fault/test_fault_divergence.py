@@ -23,6 +23,7 @@ def first_non_finite(losses: list[tuple[int, float]]) -> int:
     return next(step for step, loss in losses if not math.isfinite(loss))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint_every", [0, 2, 5])
 def test_divergence_names_the_first_bad_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, checkpoint_every: int):
     losses: list[tuple[int, float]] = []
@@ -50,6 +51,7 @@ def test_divergence_names_the_first_bad_step_and_keeps_the_last_good_checkpoint(
         assert not (out / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_the_command_exits_3_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     argv = ["train", "--dataset", "digits", "--lr", "1e6", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]
     assert main(argv) == 3

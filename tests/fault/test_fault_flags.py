@@ -108,6 +108,7 @@ def test_bad_values_in_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_huge_but_valid_numbers_are_fine(tmp_path: Path):
     result = cnnlab.train(
         dataset="digits", epochs=10**12, max_steps=2, batch_size=10**9, checkpoint_every=10**12,
@@ -117,6 +118,7 @@ def test_huge_but_valid_numbers_are_fine(tmp_path: Path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_one_line_and_no_traceback(tmp_path: Path):
     result = run_cli("train", "--lr", "nan", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and result.stdout == ""

@@ -184,6 +184,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_predict_refuses_each_bad_file_with_its_reason(hostile_folder, digits_run: Path, capsys):
     root, reasons, _ = hostile_folder
     for name, reason in reasons.items():
