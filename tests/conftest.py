@@ -107,3 +107,15 @@ def needs_module(name: str, install: str) -> pytest.MarkDecorator:
     import importlib.util
 
     return pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"needs {name}: {install}")
+
+
+# Fixtures that make any test using them slow: trained_run trains in a `cnnlab train` subprocess.
+SLOW_FIXTURES = frozenset({"trained_run"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that needs one of :data:`SLOW_FIXTURES`, directly or through another
+    fixture, so that ``make test-fast`` (``-m "not slow"``) never builds them."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
