@@ -109,6 +109,7 @@ def test_ico_and_eps_are_refused_without_decoding_and_memory_stays_bounded(ico_f
     assert peak_mb < PEAK_BOUND_MB, f"refusing them raised the peak memory by {peak_mb:.0f} MB"
 
 
+@pytest.mark.slow
 def test_ico_and_eps_uploads_get_400_and_predict_refuses_them_in_one_line(
     client: TestClient, ico_file: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
