@@ -5,12 +5,16 @@
 Runs ``cnnlab train --epochs 1 --max-steps 2 --quiet`` (plus your flags) in this process under
 ``sys.setprofile`` and counts, from ``main`` to the written ``best.pt``: the distinct cnnlab
 functions called, the files they live in, the changes of file in first-call order, and how many of
-those changes go back to a file already opened. Fewer is easier to follow.
+those changes go back to a file already opened. Fewer is easier to follow. Class bodies, module
+bodies and comprehensions are not counted (importing a module is not reading a call).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
+import io
 import json
 import sys
 import tempfile
@@ -28,15 +32,18 @@ def trace(flags: list[str]) -> dict:
     def profile(frame, event, arg):  # noqa: ANN001
         if event != "call":
             return
-        path = Path(frame.f_code.co_filename)
-        if path.is_relative_to(PACKAGE) and frame.f_code.co_name not in ("<module>", "<genexpr>", "<lambda>"):
-            seen.setdefault((str(path.relative_to(PACKAGE.parent)), frame.f_code.co_qualname), None)
+        code = frame.f_code
+        path = Path(code.co_filename)
+        is_function = code.co_flags & inspect.CO_NEWLOCALS  # not a module or class body being run
+        if path.is_relative_to(PACKAGE) and is_function and not code.co_name.startswith("<"):  # nor a comprehension
+            seen.setdefault((str(path.relative_to(PACKAGE.parent)), code.co_qualname), None)
 
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["train", "--epochs", "1", "--max-steps", "2", "--quiet", "--out", f"{tmp}/run", *flags]
         sys.setprofile(profile)
         try:
-            code = cnnlab_main(argv)
+            with contextlib.redirect_stdout(io.StringIO()):  # the run's own lines are not the report
+                code = cnnlab_main(argv)
         finally:
             sys.setprofile(None)
         assert code == 0 and Path(tmp, "run", "best.pt").is_file()

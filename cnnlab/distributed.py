@@ -1,7 +1,7 @@
 """The job a training process belongs to: one process, or one of several under torchrun (DDP).
 
 :func:`join` decides it once, before training: without torchrun's variables it returns a
-:class:`World` of one process, whose methods do nothing (sums are the tensor itself, the model is
+:class:`cnnlab.engine.World` of one process, whose methods do nothing (sums are the tensor itself, the model is
 not wrapped); under ``torchrun --nproc-per-node N -m cnnlab train ...`` it joins the process group
 (NCCL on CUDA, each process on ``cuda:LOCAL_RANK``; gloo on the CPU) and returns a
 :class:`ProcessGroup` with the same methods, made collective. The training loop calls the methods
@@ -22,76 +22,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from cnnlab.engine import World
 from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class World:
-    """One process: ``rank`` 0 of ``size`` 1, training on ``device``. Every method is the identity."""
-
-    device: torch.device
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def summed(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The sum of ``tensor`` over all processes."""
-        return tensor
-
-    def agreed(self, flag: Callable[[], bool], every: int) -> Callable[[], bool]:
-        """``flag`` as every process sees it (checked together every ``every`` calls)."""
-        return flag
-
-    def run_on_main(self, fn: Callable[[], T]) -> T:
-        """``fn()`` run on rank 0, its result handed to every process."""
-        return fn()
-
-    @contextmanager
-    def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block first (downloads, cache writes), then the others."""
-        yield
-
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The module the training forward pass goes through (DDP's wrapper under several processes)."""
-        return model
-
-    def loss_weights(self, n: int, global_batch: int) -> list[float] | None:
-        """Per batch, the factor for this process's mean loss (``None``: no weighting)."""
-        return None
-
-    def evaluated(self, result: dict[str, Any]) -> dict[str, Any]:
-        """An evaluation of this process's shard → the whole split's."""
-        return result
-
-    def shard_loss(self, loss_fn: Callable) -> Callable:
-        """The loss to train with: a process's share of a short last batch may be empty."""
-        return loss_fn
-
-    def per_process_batch(self, stored_batch: int, stored_world: int) -> int:
-        """The ``--batch-size`` that keeps a resumed run's global batch when the number of processes changed."""
-        total = stored_batch * stored_world
-        if total % self.size:
-            raise UserError(
-                f"the run trained with a global batch of {total} ({stored_world} x {stored_batch}), which "
-                f"{self.size} processes cannot share evenly; resume it with a number of processes that divides {total}"
-            )
-        return total // self.size
-
-    def close(self) -> None:
-        """Leave the process group (nothing to leave for one process)."""
 
 
 def env_world_size() -> int:

@@ -25,6 +25,7 @@ from cnnlab import distributed
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main, without_nproc
 from cnnlab.data.loaders import Batches
+from cnnlab.engine import World
 from cnnlab.errors import UserError
 from cnnlab.runs import read_metrics
 
@@ -192,7 +193,7 @@ def test_impossible_setups_fail_with_one_line(monkeypatch: pytest.MonkeyPatch, c
 
 def test_without_torchrun_everything_is_one_process():
     world = distributed.join("cpu")
-    assert type(world) is distributed.World  # no process group: the loop makes no collective call
+    assert type(world) is World  # no process group: the loop makes no collective call
     assert (world.rank, world.size, world.is_main) == (0, 1, True)
     model = torch.nn.Linear(2, 2)
     assert world.wrap(model) is model
