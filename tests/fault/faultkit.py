@@ -31,15 +31,19 @@ def start(*args: str, log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "cnnlab", *args], stdout=subprocess.DEVNULL, stderr=err, env=env)
 
 
-def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 300) -> bool:
-    """Poll ``condition`` as fast as possible while ``proc`` runs; False if it ended first."""
+def wait_until(
+    condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 300, every: float = 0.01
+) -> bool:
+    """Check ``condition`` every ``every`` seconds while ``proc`` runs; False if it ended first.
+
+    The poller sleeps between checks so that it does not take a core from the process it watches."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return True
         if proc.poll() is not None:
             return condition()
-        time.sleep(0)
+        time.sleep(every)
     raise TimeoutError("the training process neither reached the moment nor ended")
 
 
