@@ -237,3 +237,76 @@ def test_serve_refuses_a_missing_run_with_a_one_line_error(tmp_path: Path, capsy
         create_app(tmp_path / "missing")
     assert cli_main(["serve", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# ---- /api/explain --------------------------------------------------------------------------------
+
+
+def test_explain_answers_the_prediction_and_the_same_map_as_cnnlab_explain(
+    client: TestClient, trained_run: Path, digit_png: tuple[Path, str], tmp_path: Path
+):
+    from cnnlab.explain import DEFAULT_METHOD, explain
+
+    path, _ = digit_png
+    data = path.read_bytes()
+    predicted = client.post("/api/predict", files={"file": ("d.png", data, "image/png")}).json()
+    ways = [
+        client.post("/api/explain", files={"file": ("d.png", data, "image/png")}),
+        client.post("/api/explain", json={"image": base64.b64encode(data).decode(), "method": DEFAULT_METHOD}),
+        client.post(f"/api/explain?method={DEFAULT_METHOD}", content=data, headers={"content-type": "image/png"}),
+    ]
+    assert all(a.status_code == 200 for a in ways), [a.text for a in ways]
+    answer = ways[0].json()
+    assert all(a.json()["attribution"] == answer["attribution"] for a in ways[1:])
+    assert answer["label"] == predicted["label"] and answer["probabilities"] == predicted["probabilities"]
+    assert answer["method"] == DEFAULT_METHOD and answer["target"] == answer["label"]
+    (cli,) = explain(trained_run, path, out=tmp_path)
+    assert np.allclose(answer["attribution"], cli["attribution"], atol=1e-6)
+    assert answer["overlay"].startswith("data:image/png;base64,")
+    overlay = Image.open(io.BytesIO(base64.b64decode(answer["overlay"].partition(",")[2])))
+    assert overlay.size == (28, 28) and overlay.mode == "RGB"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated-gradients", "occlusion"])
+def test_explain_with_each_method_through_form_and_json(client: TestClient, digit_png: tuple[Path, str], method: str):
+    path, _ = digit_png
+    data = path.read_bytes()
+    form = client.post("/api/explain", data={"method": method}, files={"file": ("d.png", data, "image/png")})
+    body = client.post("/api/explain", json={"image": base64.b64encode(data).decode(), "method": method})
+    assert form.status_code == body.status_code == 200, form.text
+    assert form.json()["method"] == method and form.json()["attribution"] == body.json()["attribution"]
+    assert np.array(form.json()["attribution"]).shape == (28, 28)
+
+
+def test_explain_refuses_an_unknown_method_with_400(client: TestClient, digit_png: tuple[Path, str]):
+    data = digit_png[0].read_bytes()
+    encoded = base64.b64encode(data).decode()
+    responses = [
+        client.post("/api/explain", json={"image": encoded, "method": "lime"}),
+        client.post("/api/explain", json={"image": encoded, "method": ["saliency"]}),
+        client.post("/api/explain", data={"method": "nope"}, files={"file": ("d.png", data, "image/png")}),
+        client.post("/api/explain?method=guess", content=data, headers={"content-type": "image/png"}),
+    ]
+    for response in responses:
+        assert response.status_code == 400 and "unknown method" in response.json()["detail"], response.text
+
+
+def test_explain_refuses_uploads_over_the_limit_with_413(client: TestClient):
+    big = b"\x89PNG" + bytes(LIMIT)
+    assert client.post("/api/explain", files={"file": ("big.png", big, "image/png")}).status_code == 413
+    assert client.post("/api/explain", json={"image": base64.b64encode(big).decode()}).status_code == 413
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_explain_bad_input_is_a_4xx_never_a_500(client: TestClient, name: str):
+    response = client.post("/api/explain", **BAD_REQUESTS[name])
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail and "\n" not in detail
+
+
+def test_model_info_lists_the_explain_methods(client: TestClient):
+    from cnnlab.explain import DEFAULT_METHOD, METHODS
+
+    info = client.get("/api/model").json()
+    assert info["explain_methods"] == list(METHODS) and info["default_explain_method"] == DEFAULT_METHOD

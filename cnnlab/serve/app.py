@@ -1,9 +1,11 @@
 """The web app: one page to draw on and a small JSON API, over a :class:`ModelService`.
 
 Routes: ``GET /`` (the page), ``GET /static/*``, ``GET /favicon.ico``, ``GET /healthz``,
-``GET /api/model``, ``POST /api/predict`` (and ``/api/docs``, ``/openapi.json`` only when asked for).
-An image reaches ``/api/predict`` as a multipart form field ``file``, as JSON
-``{"image": "<base64 PNG, data: URL prefix allowed>"}`` or as the raw bytes of the body. Bad input
+``GET /api/model``, ``POST /api/predict``, ``POST /api/explain`` (and ``/api/docs``, ``/openapi.json`` only
+when asked for). An image reaches ``/api/predict`` and ``/api/explain`` as a multipart form field ``file``,
+as JSON ``{"image": "<base64 PNG, data: URL prefix allowed>"}`` or as the raw bytes of the body;
+``/api/explain`` also takes ``method`` (``?method=``, a JSON key or a form field; default: ``cnnlab
+explain``'s) and adds ``method``, ``target``, ``attribution`` and ``overlay`` (a PNG data URL) to the answer. Bad input
 of any kind is a 4xx with a one-line ``detail``: 413 past the upload limit, 401 without the token
 (when there is one), 400 for the rest (a ``Host`` header not in ``allowed_hosts`` included).
 At most ``max_concurrent`` predictions run at once; the others wait their turn.
@@ -60,21 +62,25 @@ async def image_bytes(request: Request, body: bytes) -> bytes:
     return body
 
 
-async def _form_file(request: Request, body: bytes) -> bytes:
+async def _form(request: Request, body: bytes) -> Any:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form()
+        return await Request(request.scope, replay).form()
     except Exception as exc:  # malformed multipart: the parser's own exception types vary
         raise HTTPException(400, f"not a readable multipart form ({type(exc).__name__})") from None
+
+
+async def _form_file(request: Request, body: bytes) -> bytes:
+    form = await _form(request, body)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise HTTPException(400, "no file in the form: send the image as form field 'file'")
     return await upload.read()
 
 
-def _json_image(body: bytes) -> bytes:
+def _json_payload(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -83,6 +89,11 @@ def _json_image(body: bytes) -> bytes:
         raise HTTPException(400, "the JSON is nested too deeply") from None
     if not isinstance(payload, dict):
         raise HTTPException(400, 'JSON must be an object {"image": "<base64 PNG>"}')
+    return payload
+
+
+def _json_image(body: bytes) -> bytes:
+    payload = _json_payload(body)
     if "image" not in payload:
         raise HTTPException(400, 'the JSON object has no "image" key: send {"image": "<base64 PNG>"}')
     text = payload["image"]
@@ -94,6 +105,24 @@ def _json_image(body: bytes) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise HTTPException(400, "'image' is not valid base64") from None
+
+
+async def explain_method(request: Request, body: bytes) -> str | None:
+    """The ``method`` of an ``/api/explain`` request: the query parameter ``?method=``, else the JSON key
+    or multipart form field ``method``; None (the default method) when there is none. One that is not
+    a known method is a 400."""
+    from cnnlab.explain import METHODS
+
+    method: Any = request.query_params.get("method")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if method is None and kind == "application/json":
+        method = _json_payload(body).get("method")
+    elif method is None and kind == "multipart/form-data":
+        method = (await _form(request, body)).get("method")
+    if method is not None and method not in METHODS:
+        shown = method if isinstance(method, str) else type(method).__name__
+        raise HTTPException(400, f"unknown method {shown[:40]!r}; choose one of: {', '.join(METHODS)}")
+    return method
 
 
 def bearer_token_check(token: str | None):
@@ -160,6 +189,16 @@ def create_app(
         data = await image_bytes(request, await read_body(request, max_upload_bytes))
         try:
             return JSONResponse(await to_thread.run_sync(service.predict, data, limiter=limiter))
+        except UserError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.post("/api/explain", dependencies=[authorised])
+    async def explain(request: Request) -> JSONResponse:
+        body = await read_body(request, max_upload_bytes)
+        data = await image_bytes(request, body)
+        method = await explain_method(request, body)
+        try:
+            return JSONResponse(await to_thread.run_sync(service.explain, data, method, limiter=limiter))
         except UserError as exc:
             raise HTTPException(400, str(exc)) from None
 

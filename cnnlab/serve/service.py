@@ -1,8 +1,9 @@
 """What the web page and the JSON API ask of a trained model, without any web framework.
 
-:class:`ModelService` loads a run once and answers two questions: what model is this
-(:meth:`ModelService.info`) and what is in this image (:meth:`ModelService.predict`: classes,
-probabilities, the input as the network sees it and the feature maps of each convolution).
+:class:`ModelService` loads a run once and answers three questions: what model is this
+(:meth:`ModelService.info`), what is in this image (:meth:`ModelService.predict`: classes,
+probabilities, the input as the network sees it and the feature maps of each convolution) and why
+(:meth:`ModelService.explain`: an attribution map and its overlay on the input).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import functools
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import UserError
+from cnnlab.explain import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, load
 from cnnlab.preprocess import require_content
 
@@ -88,6 +91,7 @@ class ModelService:
         self.max_pixels = max_pixels
         self.dark_background = self.predictor.mean[0] < 0.5  # MNIST-like: light ink on dark
         self.run_config = _read_run_config(self.predictor.path.parent)
+        self._attributing = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         """Architecture, dataset, classes, normalisation and the run's recorded accuracy."""
@@ -110,6 +114,8 @@ class ModelService:
             "final_val_acc": result.get("final_val_acc"),
             "epochs": result.get("epochs_done"),
             "checkpoint": p.path.name,
+            "explain_methods": list(METHODS),
+            "default_explain_method": DEFAULT_METHOD,
         }
 
     def prepare(self, data: bytes) -> torch.Tensor:
@@ -124,13 +130,38 @@ class ModelService:
         except Exception as exc:  # an odd mode or a malformed file that slipped past the decoder: bad input
             raise UserError(f"upload: cannot use this image ({type(exc).__name__}: {exc})") from None
 
+    def explain(self, data: bytes, method: str | None = None, topk: int = 3) -> dict[str, Any]:
+        """:meth:`predict`'s answer plus why: the ``method``'s attribution map of the predicted class
+        (rows of columns at the input resolution; positive = evidence for it) and an ``overlay`` PNG (data
+        URL) of its positive part on the input, as ``cnnlab explain`` computes them."""
+        from cnnlab.explain.attribution import attribute_images, check_method
+        from cnnlab.plots import overlay_rgb
+
+        method = check_method(method)
+        p = self.predictor
+        image = self.prepare(data)
+        answer = self.answer(image, topk)
+        target = torch.tensor([p.classes.index(answer["label"])])
+        with self._attributing:  # Captum's layer hooks (Grad-CAM) must not see another request's forward pass
+            amap = attribute_images(p, image.unsqueeze(0), target, method)[0]
+        return {
+            **answer,
+            "method": method,
+            "target": answer["label"],
+            "attribution": amap.tolist(),
+            "overlay": "data:image/png;base64," + png_base64(overlay_rgb(image, amap)),
+        }
+
     def predict(self, data: bytes, topk: int = 3) -> dict[str, Any]:
         """Image bytes → top class, every class's probability, the prepared input and the feature maps."""
+        return self.answer(self.prepare(data), topk)
+
+    def answer(self, image: torch.Tensor, topk: int = 3) -> dict[str, Any]:
+        """A prepared input uint8 [C, H, W] → :meth:`predict`'s answer."""
         from cnnlab.data import normalize
         from cnnlab.plots import feature_maps
 
         p = self.predictor
-        image = self.prepare(data)
         with torch.no_grad():
             probs = p.probabilities(image.unsqueeze(0))[0]
             dtype = next(p.model.parameters()).dtype

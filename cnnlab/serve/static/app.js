@@ -1,4 +1,5 @@
-// The draw-a-digit page: a canvas with undo, an upload, and the model's answer from /api/predict.
+// The draw-a-digit page: a canvas with undo, an upload, and the model's answer from /api/predict
+// (or, with "show why" ticked, from /api/explain, whose attribution overlay lies on the input image).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -10,6 +11,10 @@ let strokes = []; // each stroke: a list of [x, y] points in canvas pixels
 let current = null;
 let background = null; // an uploaded image, drawn under the strokes
 let requestId = 0;
+let lastRequest = null; // the options of the last image sent, asked again when "show why" changes
+let inputCaption = "input";
+const explainToggle = document.getElementById("explain-toggle");
+const explainMethod = document.getElementById("explain-method");
 
 // With `cnnlab serve --token`, open the page as http://HOST:PORT/#token=TOKEN: the token is kept for
 // this tab and sent with every API request.
@@ -124,11 +129,17 @@ function predictDrawing() {
   ask({ method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }) });
 }
 
+function endpoint() {
+  if (!explainToggle.checked) return "/api/predict";
+  return `/api/explain?method=${encodeURIComponent(explainMethod.value)}`;
+}
+
 async function ask(options) {
   const id = ++requestId;
+  lastRequest = options;
   document.getElementById("result").dataset.state = "busy";
   try {
-    const response = await api("/api/predict", options);
+    const response = await api(endpoint(), options);
     const answer = await response.json();
     if (id !== requestId) return; // a newer drawing was sent meanwhile
     if (!response.ok) throw new Error(answer.detail || response.statusText);
@@ -174,7 +185,10 @@ function resetResult() {
     row.querySelector(".value").textContent = "";
   }
   document.getElementById("input-image").removeAttribute("src");
+  document.getElementById("overlay-image").removeAttribute("src");
+  document.getElementById("input-caption").textContent = inputCaption;
   document.getElementById("maps").replaceChildren();
+  lastRequest = null;
   say("");
 }
 
@@ -192,6 +206,12 @@ function show(answer) {
   }
   const input = document.getElementById("input-image");
   input.src = `data:image/png;base64,${answer.input}`;
+  const overlay = document.getElementById("overlay-image");
+  if (answer.overlay) overlay.src = answer.overlay;
+  else overlay.removeAttribute("src");
+  document.getElementById("input-caption").textContent = answer.overlay
+    ? `${inputCaption} · ${answer.method}: evidence for ${answer.target}`
+    : inputCaption;
   showMaps(answer.feature_maps);
 }
 
@@ -216,6 +236,16 @@ function showMaps(layers) {
   }
 }
 
+// ---- "show why" -------------------------------------------------------------------------------
+
+function explainChanged() {
+  document.body.dataset.explain = explainToggle.checked ? "on" : "off";
+  if (lastRequest) ask(lastRequest);
+}
+
+explainToggle.addEventListener("change", explainChanged);
+explainMethod.addEventListener("change", () => { if (explainToggle.checked) explainChanged(); });
+
 // ---- start -----------------------------------------------------------------------------------
 
 async function start() {
@@ -229,7 +259,13 @@ async function start() {
   const [c, h, w] = info.input_shape;
   document.getElementById("model-info").textContent =
     `${info.model} on ${info.dataset} · ${info.parameters.toLocaleString("en")} parameters · input ${c}×${h}×${w}${accuracy}`;
-  document.getElementById("input-caption").textContent = `input ${h}×${w}`;
+  inputCaption = `input ${h}×${w}`;
+  document.getElementById("input-caption").textContent = inputCaption;
+  for (const name of info.explain_methods) {
+    const option = new Option(name, name, false, name === info.default_explain_method);
+    explainMethod.appendChild(option);
+  }
+  document.body.dataset.explain = explainToggle.checked ? "on" : "off";
   document.getElementById("preprocessing-note").textContent = info.preprocessing_summary;
   document.body.dataset.ready = "true";
 }
