@@ -33,7 +33,9 @@ from cnnlab.config import (
 from cnnlab.errors import Diverged, Interrupted, UserError, WrongFileKind
 
 # How each TrainConfig field's type becomes a flag (the field's default and help live in config.py).
-_FLAG_TYPES: dict[str, Any] = {"str": str, "str | None": str, "float": float, "int": int, "int | None": int}
+_FLAG_TYPES: dict[str, Any] = {
+    "str": str, "str | None": str, "float": float, "float | None": float, "int": int, "int | None": int,
+}  # fmt: skip
 _CHOICES = {
     "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES, "compile_mode": COMPILE_MODES,
     "monitor": MONITORS, "dtype": DTYPES,
@@ -240,7 +242,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(json.dumps({k: result[k] for k in keys}, indent=2))
         return 0
-    print(f"{result['dataset']} {result['split']}: {result['n']} images")
+    from cnnlab.data.registry import display_dataset
+
+    print(f"{display_dataset(result['dataset'])} {result['split']}: {result['n']} images")
     print(f"loss {result['loss']:.4f}  accuracy {100 * result['accuracy']:.2f}%")
     print(result["report"])
     print(f"confusion matrix: {result['confusion_png']}")

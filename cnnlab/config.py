@@ -30,12 +30,21 @@ class TrainConfig:
     """Every option of a training run, its default (the tutorial's recipe) and its ``--help`` text."""
 
     model: str = option("seednet", "network to train (see `cnnlab models`; seednet is the tutorial's CNN)")
-    dataset: str = option("mnist5k", "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, cifar100-coarse, folder:PATH")
+    dataset: str = option(
+        "mnist5k",
+        "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, cifar100-coarse, folder:PATH",
+    )
     data_dir: str = option("./data", "where downloaded or IDX files live")
     classes: list[str] = option(
         [], "keep only these classes, relabelled in order (e.g. 3,8; needed by --loss logistic)"
     )
-    image_size: int | None = option(None, "image side for folder: datasets (default 28 grey, 32 colour)")
+    image_size: int | None = option(None, "image side for folder: and csv: datasets (default 28 grey, 32 colour)")
+    val_fraction: float = option(
+        0.2, "folder: and csv: data without a val split: the share of each class held out for it"
+    )
+    memory_budget: float | None = option(
+        None, "GiB of decoded folder:/csv: images kept in memory (default a quarter of the free memory); beyond, stream"
+    )
     loss: str = option("nll", "nll, ce, mse or logistic")
     optimizer: str = option("sgd", "sgd, adam, adamw or adadelta")
     lr: float = option(0.01, "learning rate α")
@@ -45,7 +54,9 @@ class TrainConfig:
     schedule: str = option("none", "learning-rate schedule: none, step, cosine or onecycle")
     gamma: float = option(0.7, "factor per epoch for --schedule step")
     label_smoothing: float = option(0.0, "label smoothing for --loss ce")
-    augment: int = option(0, "random translation of up to N pixels while training, plus a random mirror for photos (cifar10/cifar100)")
+    augment: int = option(
+        0, "random translation of up to N pixels while training, plus a random mirror for photos (cifar10/cifar100)"
+    )
     batch_size: int = option(64, "images per optimiser step (per process with --nproc)")
     epochs: int = option(9, "passes over the training split")
     seed: int = option(1, "the one seed for weights, order and augmentation")
@@ -125,6 +136,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})"),
         (cfg.min_delta >= 0, f"--min-delta must be ≥ 0 (got {cfg.min_delta})"),
         (cfg.threads is None or 1 <= cfg.threads <= 1024, f"--threads must be 1 to 1024 (got {cfg.threads})"),
+        (0 < cfg.val_fraction < 1, f"--val-fraction must be between 0 and 1 (got {cfg.val_fraction})"),
+        (cfg.memory_budget is None or cfg.memory_budget >= 0, f"--memory-budget must be ≥ 0 GiB (got {cfg.memory_budget})"),
         (cfg.image_size is None or 4 <= cfg.image_size <= 512, f"--image-size must be 4 to 512 (got {cfg.image_size})"),
         (not cfg.nesterov or (cfg.optimizer == "sgd" and cfg.momentum > 0), "--nesterov needs --optimizer sgd with --momentum > 0"),
         (cfg.label_smoothing == 0 or cfg.loss == "ce", "--label-smoothing works with --loss ce only"),
@@ -138,7 +151,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,), "float": (int, float), "int": (int,), "bool": (bool,), "list[str]": (list, tuple),
-    "int | None": (int, type(None)), "str | None": (str, type(None)),
+    "int | None": (int, type(None)), "str | None": (str, type(None)), "float | None": (int, float, type(None)),
 }  # fmt: skip
 
 

@@ -41,7 +41,10 @@ def evaluate(
     cfg = predictor.config
     dataset = dataset or cfg.dataset
     split = split or default_split(dataset)
-    data = load_data(dataset, data_dir or cfg.data_dir, (split,), cfg.classes or None, predictor.image_size)
+    data = load_data(
+        dataset, data_dir or cfg.data_dir, (split,), cfg.classes or None, predictor.image_size,
+        val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget,
+    )  # fmt: skip
     _check_compatible(predictor, data)
     batches = eval_batches(data, split, cfg, predictor.model)
     result = evaluate_batches(predictor.model, batches, make_loss(cfg.replace(label_smoothing=0.0)), keep_outputs=True)

@@ -22,6 +22,7 @@ from cnnlab import runs
 from cnnlab.checkpoint import FORMAT, load_checkpoint, resume_point, stored_config
 from cnnlab.config import RESUME_OVERRIDES, TrainConfig, validate
 from cnnlab.data import Data, load_data
+from cnnlab.data.registry import canonical_dataset, describe
 from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
@@ -87,7 +88,10 @@ def train(
     seed_everything(cfg.seed, cfg.deterministic)
 
     with world.main_first():  # rank 0 downloads and caches, then the others read
-        data = load_data(cfg.dataset, cfg.data_dir, ("train", "val"), cfg.classes or None, cfg.image_size)
+        data = load_data(
+            cfg.dataset, cfg.data_dir, ("train", "val"), cfg.classes or None, cfg.image_size,
+            val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget,
+        )  # fmt: skip
     model = model_for(cfg, data)
     if run_dir is None:  # rank 0 names and makes the run directory; every process learns its path
         out = cfg.out or runs.default_run_dir(cfg.model, cfg.dataset)
@@ -138,6 +142,7 @@ def _options(
     and ``last.pt``, ``None`` when it stopped before its first checkpoint)."""
     if resume is None:
         cfg = validate((config or TrainConfig()).replace(**options))
+        cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # a run can be evaluated from anywhere
         _check_optional_packages(cfg)
         return cfg, None, None
     run_dir, ckpt = resume_point(resume)
@@ -192,13 +197,7 @@ def _check_optional_packages(cfg: TrainConfig) -> None:
 
 def _announce(data: Data, ckpt: dict[str, Any] | None) -> None:
     """One line on what the run trains on, and where a resumed run continues."""
-    sizes = ", ".join(f"{len(split):,} {name}" for name, split in data.splits.items())
-    colour = "grey" if data.in_channels == 1 else "RGB"
-    shown = data.classes if len(data.classes) <= 12 else [*data.classes[:10], "..."]
-    print(
-        f"{data.name}: {data.num_classes} classes ({', '.join(shown)}), {sizes} images, "
-        f"{colour} {data.image_size}x{data.image_size}", flush=True,
-    )  # fmt: skip
+    print(describe(data), flush=True)
     if ckpt is not None:
         print(f"resuming at epoch {ckpt['epoch']}, step {ckpt['step']}", flush=True)
 

@@ -158,3 +158,19 @@ def test_the_default_layout_is_channels_last_and_the_old_one_a_flag(tmp_path: Pa
     second_conv = [m for m in fast.model if isinstance(m, torch.nn.Conv2d)][1].weight  # 20x10x5x5
     assert second_conv.is_contiguous(memory_format=torch.channels_last) and not second_conv.is_contiguous()
     assert all(p.is_contiguous() for p in plain.model.parameters())
+
+
+def test_a_folder_run_is_stored_with_an_absolute_path_and_evaluates_from_elsewhere(
+    tmp_path: Path, mnist5k, monkeypatch, capsys
+):
+    from conftest import make_image_folder
+
+    make_image_folder(tmp_path / "work" / "ds", mnist5k, per_class=6)
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["train", "--dataset", "folder:ds", "--epochs", "1", "--out", "run", "--quiet"]) == 0
+    stored = json.loads((tmp_path / "work" / "run" / "config.json").read_text())["config"]["dataset"]
+    assert stored == f"folder:{tmp_path / 'work' / 'ds'}"
+    monkeypatch.chdir(tmp_path)  # somewhere else
+    capsys.readouterr()
+    assert main(["eval", "work/run"]) == 0
+    assert capsys.readouterr().out.startswith("folder:work/ds val:")  # shown relative to where you are
