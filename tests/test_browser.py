@@ -159,3 +159,61 @@ def test_draw_a_stroke_and_see_the_prediction(server: str, tmp_path: Path, digit
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+@needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
+@needs_module("playwright", "pip install playwright")
+def test_show_why_lays_the_apis_explanation_over_the_input(server: str, tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            sent: list[tuple[str, str]] = []
+            page.on(
+                "request", lambda r: sent.append((r.url, r.post_data)) if "/api/" in r.url and r.post_data else None
+            )
+            page.goto(server)
+            page.wait_for_selector("body[data-ready='true']")
+            info = json.loads(urllib.request.urlopen(f"{server}/api/model", timeout=30).read())
+            options = page.locator("#explain-method option")
+            assert [options.nth(i).text_content() for i in range(options.count())] == info["explain_methods"]
+            assert page.input_value("#explain-method") == info["default_explain_method"]
+
+            box = page.locator("#pad").bounding_box()
+            x = box["x"] + box["width"] / 2
+            drag(page, [(x, box["y"] + box["height"] * (0.15 + 0.07 * i)) for i in range(11)])
+            page.wait_for_selector("#result[data-state='done']")
+            assert sent[-1][0].endswith("/api/predict")
+            assert page.locator("#overlay-image").evaluate("img => getComputedStyle(img).display") == "none"
+
+            page.check("#explain-toggle")  # asks again, for the same drawing, with the explanation
+            page.wait_for_function("document.getElementById('overlay-image').naturalWidth > 0")
+            url, body = sent[-1]
+            assert url.endswith(f"/api/explain?method={info['default_explain_method']}")
+            request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+            expected = json.loads(urllib.request.urlopen(request, timeout=30).read())
+            overlay = page.locator("#overlay-image")
+            assert overlay.get_attribute("src") == expected["overlay"]
+            assert overlay.evaluate("img => img.naturalWidth") == 28
+            assert overlay.evaluate("img => getComputedStyle(img).display") == "block"
+            assert overlay.bounding_box() == page.locator("#input-image").bounding_box()  # exactly on the input
+            assert f"evidence for {expected['target']}" in page.text_content("#input-caption")
+            assert page.text_content("#label") == expected["label"]
+
+            page.select_option("#explain-method", "gradcam")
+            page.wait_for_function("document.getElementById('input-caption').textContent.includes('gradcam')")
+            assert sent[-1][0].endswith("/api/explain?method=gradcam")
+
+            page.uncheck("#explain-toggle")
+            page.wait_for_function("getComputedStyle(document.getElementById('overlay-image')).display === 'none'")
+            page.wait_for_selector("#result[data-state='done']")
+            assert sent[-1][0].endswith("/api/predict")
+            page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
+            assert errors == []
+        finally:
+            browser.close()
