@@ -33,6 +33,7 @@ def test_cli_suggests_a_rate_for_the_tutorial_model_and_writes_only_the_plot(tmp
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_leaves_no_global_state_and_repeats_exactly() -> None:
     random.seed(5)
     np.random.seed(5)
@@ -51,6 +52,7 @@ def test_leaves_no_global_state_and_repeats_exactly() -> None:
     json.dumps(kept)
 
 
+@pytest.mark.slow
 def test_stops_when_the_smoothed_loss_explodes() -> None:
     found = lr_find(TrainConfig(device="cpu"), start=1e-2, end=1e6, steps=100)
     assert found["stopped"] == "exploded" and found["steps"] < 100

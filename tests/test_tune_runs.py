@@ -78,6 +78,7 @@ def test_damaged_and_unfinished_runs_are_listed(tmp_path: Path) -> None:
         list_runs(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_cli_lists_a_real_run_and_plots(tmp_path: Path, trained_run: Path) -> None:
     result = tune_cli("runs", str(trained_run.parent), "--json", "--plot", "curves.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
