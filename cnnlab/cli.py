@@ -42,6 +42,11 @@ _CHOICES = {
 }  # fmt: skip
 
 
+def _float_or_auto(text: str) -> float | str:
+    """``--lr``: a number, or ``auto`` (the learning-rate finder's suggestion)."""
+    return "auto" if text == "auto" else float(text)
+
+
 def _class_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
@@ -67,9 +72,9 @@ def add_option_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None =
             p.add_argument(flag, dest=f.name, type=_class_list, default=S, metavar="A,B", help=text)
         else:
             shown = "" if default is None or default == "" else f" (default: {default})"
+            kind = _float_or_auto if f.name == "lr" else _FLAG_TYPES[str(f.type)]
             p.add_argument(
-                flag, dest=f.name, type=_FLAG_TYPES[str(f.type)], choices=_CHOICES.get(f.name), default=S,
-                help=text + shown,
+                flag, dest=f.name, type=kind, choices=_CHOICES.get(f.name), default=S, help=text + shown,
             )  # fmt: skip
 
 
@@ -202,6 +207,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         available = "yes" if probe_available(name, args.data_dir) else "no"
         print(f"{name:<16} {shape:<9} {len(info.classes):>7}  {available:<11}  {info.description}")
     print(f"{'folder:PATH':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images, one sub-folder per class")
+    print(f"{'csv:FILE.csv':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images listed with their labels")
     return 0
 
 
@@ -356,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-command groups that live beside their feature; each has ``register(subparsers)`` and imports
 # nothing heavy (torch) until its command runs.
-FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.explain")
+FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.explain", "cnnlab.tune.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

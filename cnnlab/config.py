@@ -47,7 +47,7 @@ class TrainConfig:
     )
     loss: str = option("nll", "nll, ce, mse or logistic")
     optimizer: str = option("sgd", "sgd, adam, adamw or adadelta")
-    lr: float = option(0.01, "learning rate α")
+    lr: float = option(0.01, "learning rate α, or auto: run cnnlab lr-find first and use its suggestion")
     momentum: float = option(0.5, "SGD momentum μ (0 gives plain Δw = −α ∂E/∂w)")
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(0.0, "L2 weight decay")

@@ -134,4 +134,14 @@ def summary(
     )
     if plot:
         plots.plot_architecture(net, (channels, size, size), plot, title=f"{model} for {dataset}")
-    return str(stats)
+    return _name_units(str(stats))
+
+
+def _name_units(table: str) -> str:
+    """torchinfo 1.8 prints its unit enum's name on Python ≥ 3.11 (``Total mult-adds (Units.MEGABYTES)``):
+    show the unit itself (``Total mult-adds (M)``)."""
+    from torchinfo.enums import Units
+
+    for unit in Units:
+        table = table.replace(f"({unit})", f"({unit.value})")
+    return table

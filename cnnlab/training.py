@@ -79,7 +79,7 @@ def train(
     runs after every optimiser step, ``on_epoch(row)`` after every epoch with its metrics row (an
     exception it raises stops the run, which is then marked failed).
     """
-    cfg, run_dir, ckpt = _options(config, resume, options)
+    (cfg, notes), run_dir, ckpt = _options(config, resume, options)
     world = join(cfg.device)  # decided once: one process, or one of several under torchrun
     if ckpt is not None:  # keep the global batch if the number of processes changed
         cfg = cfg.replace(batch_size=world.per_process_batch(cfg.batch_size, ckpt.get("world_size", 1)))
@@ -98,7 +98,7 @@ def train(
         run_dir = world.run_on_main(lambda: runs.create_run_dir(out, overwrite))
         cfg = cfg.replace(out=str(run_dir))
     if world.is_main:
-        runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size)
+        runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size, **notes)
         if cfg.progress:
             _announce(data, ckpt)
 
@@ -137,14 +137,17 @@ def train(
 
 def _options(
     config: TrainConfig | None, resume: str | Path | None, options: dict[str, Any]
-) -> tuple[TrainConfig, Path | None, dict[str, Any] | None]:
-    """The validated options of a new run, or of the run ``resume`` continues (with its directory
-    and ``last.pt``, ``None`` when it stopped before its first checkpoint)."""
+) -> tuple[tuple[TrainConfig, dict[str, Any]], Path | None, dict[str, Any] | None]:
+    """The validated options of a new run (with what ``config.json`` records about them, e.g. the
+    ``--lr auto`` range test), or of the run ``resume`` continues (with its directory and ``last.pt``,
+    ``None`` when it stopped before its first checkpoint)."""
     if resume is None:
-        cfg = validate((config or TrainConfig()).replace(**options))
+        cfg = (config or TrainConfig()).replace(**options)
+        auto_lr = cfg.lr == "auto"
+        cfg = validate(cfg.replace(lr=TrainConfig().lr) if auto_lr else cfg)  # every other option first
         cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # a run can be evaluated from anywhere
         _check_optional_packages(cfg)
-        return cfg, None, None
+        return (_with_found_lr(cfg) if auto_lr else (cfg, {})), None, None
     run_dir, ckpt = resume_point(resume)
     refused = sorted(set(options) - RESUME_OVERRIDES)
     if refused:
@@ -158,7 +161,18 @@ def _options(
         _check_continuable(run_dir, ckpt, stored, cfg)
         if cfg.early_stop != stored.early_stop:  # a new patience: count afresh from here
             ckpt["early_stop"] = {**(ckpt.get("early_stop") or {}), "bad_epochs": 0, "stopped": None}
-    return cfg, run_dir, ckpt
+    return (cfg, {}), run_dir, ckpt
+
+
+def _with_found_lr(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
+    """``--lr auto``: the learning rate ``cnnlab lr-find`` suggests for this model, data and optimiser
+    (the range test writes nothing; ``config.json`` keeps its suggestions under ``lr_find``)."""
+    from cnnlab.tune.lr_find import lr_find, record
+
+    found = record(lr_find(cfg))
+    if cfg.progress:
+        print(f"--lr auto: lr-find suggests {found['suggestion']:.3g} ({found['rule']})", flush=True)
+    return cfg.replace(lr=float(found["suggestion"])), {"lr_find": found}
 
 
 def _check_continuable(run_dir: Path, ckpt: dict[str, Any], stored: TrainConfig, cfg: TrainConfig) -> None:

@@ -73,6 +73,7 @@ def test_listings_and_summary(tmp_path: Path):
     plot = tmp_path / "arch.png"
     summary = run_cli("summary", "--model", "seednet", "--dataset", "mnist5k", "--plot", str(plot))
     assert "[1, 20, 4, 4]" in summary.stdout and "8,490" in summary.stdout and plot.stat().st_size > 1000
+    assert "Total mult-adds (M): 0.47" in summary.stdout and "Units." not in summary.stdout
 
 
 @pytest.mark.slow

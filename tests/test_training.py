@@ -143,6 +143,14 @@ def test_every_train_flag_shows_the_default_of_trainconfig():
             assert f"{f.metadata['help']} (default: {f.default})" in text, f.name
 
 
+def test_every_option_of_every_command_says_what_it_is_for():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"cnnlab {name} {action.option_strings[0]} has no help text"
+
+
 def test_the_command_line_starts_without_torch():
     code = "import sys, cnnlab.cli; cnnlab.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
