@@ -163,4 +163,4 @@ def format_sanity(rows: list[dict[str, Any]]) -> str:
         )
     best = pick_default(rows)
     lines.append(f"widest margin over both checks: {best}" if best else "no method passes both checks")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
