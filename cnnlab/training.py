@@ -152,7 +152,13 @@ def _options(
     refused = sorted(set(options) - RESUME_OVERRIDES)
     if refused:
         raise UserError(f"a resumed run continues with its stored options; these cannot change: {', '.join(refused)}")
-    stored = stored_config(ckpt["config"] if ckpt is not None else runs.read_config(run_dir).get("config"), run_dir)
+    raw = ckpt["config"] if ckpt is not None else runs.read_config(run_dir).get("config")
+    if isinstance(raw, dict) and raw.get("engine") == "numpy":
+        raise UserError(
+            f"{run_dir} was trained by the NumPy engine (cnnlab backprop train), which cannot be resumed; "
+            "train it again with cnnlab backprop train, or use its best.pt with eval, predict or export"
+        )
+    stored = stored_config(raw, run_dir)
     cfg = validate(stored.replace(**options))
     _check_optional_packages(cfg)
     if ckpt is None:

@@ -182,3 +182,15 @@ def test_a_folder_run_is_stored_with_an_absolute_path_and_evaluates_from_elsewhe
     capsys.readouterr()
     assert main(["eval", "work/run"]) == 0
     assert capsys.readouterr().out.startswith("folder:work/ds val:")  # shown relative to where you are
+
+
+def test_lr_auto_trains_with_the_finders_suggestion_and_records_it(tmp_path: Path):
+    from cnnlab.tune.lr_find import lr_find
+
+    options = dict(epochs=1, max_steps=2, classes=["0", "1"], progress=False)
+    expected = lr_find(TrainConfig(**options))["suggestion"]  # the range test repeats exactly
+    cnnlab.train(lr="auto", out=tmp_path / "r", **options)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["config"]["lr"] == config["lr_find"]["suggestion"] == pytest.approx(expected)
+    with pytest.raises(UserError, match="cannot change: lr"):
+        cnnlab.train(resume=tmp_path / "r", lr="auto")

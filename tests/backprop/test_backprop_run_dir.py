@@ -55,3 +55,10 @@ def test_predict_loads_the_run(numpy_run: Path) -> None:
     assert row["label"] in [str(d) for d in range(10)] and row["topk"][0] == [row["label"], row["probability"]]
     probabilities = [p for _, p in row["topk"]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-6
+
+
+def test_resuming_it_with_cnnlab_train_is_one_line(numpy_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (numpy_run / "config.json").read_bytes()
+    assert main(["train", "--resume", str(numpy_run)]) == 2
+    assert "trained by the NumPy engine" in capsys.readouterr().err
+    assert (numpy_run / "config.json").read_bytes() == before
