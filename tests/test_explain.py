@@ -8,11 +8,13 @@ mnist5k); the colour model is a ``folder:`` run trained here on real digits save
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import ROOT, make_image_folder
 from PIL import Image
 from torch import nn
 
@@ -67,6 +69,15 @@ def save_digit(path: Path, pixels: torch.Tensor, dark_on_light: bool = True) -> 
     grey = pixels[0].numpy()
     Image.fromarray(255 - grey if dark_on_light else grey).save(path)
     return path
+
+
+def test_registering_the_commands_loads_neither_torch_nor_captum():
+    code = (
+        "import argparse, sys; from cnnlab.explain import register; register(argparse.ArgumentParser()"
+        ".add_subparsers()); loaded = {'torch', 'captum'} & set(sys.modules); assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
 
 
 # ---- Captum on any model -------------------------------------------------------------------------
@@ -146,7 +157,7 @@ def test_gradcam_and_saliency_are_evidence_magnitudes(predictor, digits):
 # ---- the sanity checks ---------------------------------------------------------------------------
 
 
-def test_randomisation_measure_tells_identical_maps_from_unrelated_ones(digits):
+def test_randomisation_measure_tells_identical_maps_from_unrelated_ones():
     maps = torch.rand(20, 28, 28, generator=torch.Generator().manual_seed(1))
     assert randomisation(maps, maps) == (pytest.approx(1.0), 0)
     assert randomisation(maps, 2 * maps + 1) == (pytest.approx(1.0), 0)  # ranks, not values

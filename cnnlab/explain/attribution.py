@@ -20,6 +20,7 @@ Positive values are evidence for the target class (saliency's magnitudes are sen
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,9 @@ def attribute(
     """Attribution maps [N, H, W] (float32, on the CPU) of ``model``'s class score ``target`` [N] for the
     normalised inputs ``x`` [N, C, H, W]. ``baseline`` [1, C, 1, 1]: the normalised black image (what
     integrated gradients starts from and occlusion puts in a patch)."""
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+    with warnings.catch_warnings():  # Captum imports tqdm.auto, which asks notebooks without ipywidgets to install it
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
     method = check_method(method)
     scores = class_scores(model, num_classes)
