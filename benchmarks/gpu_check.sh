@@ -43,8 +43,9 @@ EOF
 }
 
 "$PY" -m cnnlab hello --json >"$OUT/hello.json" 2>&1 && cat "$OUT/hello.json"
-run tutorial
-run tutorial_amp --amp
-run tutorial_graphs --compile-mode reduce-overhead
-run fastnet_amp --model fastnet --amp
-run fastnet_amp_b1024 --model fastnet --amp --batch-size 1024 --lr 0.1
+run tutorial                                   # cnnlab train's defaults (channels-last), with the targets
+run tutorial_nchw --no-channels-last --no-fast-recipe  # is channels-last also the faster layout on CUDA?
+run tutorial_amp --amp --no-fast-recipe
+run tutorial_graphs --compile-mode reduce-overhead --no-fast-recipe
+run fastnet_amp --model fastnet --amp --no-fast-recipe
+run fastnet_amp_b1024 --model fastnet --amp --batch-size 1024 --lr 0.1 --no-fast-recipe
