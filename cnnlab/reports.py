@@ -103,8 +103,8 @@ def _mistakes_gallery(
         f"true {data.classes[int(labels[i])]}\npred {data.classes[int(p.argmax())]} {100 * float(p.max()):.0f}%"
         for i, p in zip(index.tolist(), probs)
     ]
-    if not len(index):
-        return plots.plot_gallery(images, titles, path, title="most confidently wrong")
+    if not len(index) or not any(isinstance(m, torch.nn.Conv2d) for m in predictor.model.modules()):
+        return plots.plot_gallery(images, titles, path, title="most confidently wrong")  # nothing for Grad-CAM
     predicted = probs.argmax(dim=1)
     maps = attribute_images(predictor, images, predicted, "gradcam")
     overlays = [plots.overlay_rgb(img, m) for img, m in zip(images, maps)]

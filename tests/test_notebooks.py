@@ -35,7 +35,8 @@ def code_outputs(nb) -> list[dict]:
 
 
 def test_the_five_notebooks_are_there():
-    assert IDS == ["00_hello_pytorch", "01_cnn_mnist", "02_backprop", "03_losses", "04_your_own_images"]
+    assert IDS == ["00_hello_pytorch", "01_cnn_mnist", "02_backprop", "03_losses", "04_your_own_images",
+                   "06_inside_the_cnn"]  # fmt: skip
     committed = sorted(p.stem for p in build.NOTEBOOKS.glob("*.ipynb"))
     assert committed == IDS, "every examples/NN_*.py needs its notebooks/NN_*.ipynb (run `make notebooks`)"
 
