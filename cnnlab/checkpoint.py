@@ -135,9 +135,9 @@ def _check_file_kind(path: Path) -> None:
     if not kind:
         try:
             head.decode("utf-8")
-            kind = "a TOML file" if path.suffix == ".toml" else "a text file"
         except UnicodeDecodeError:
-            kind = "not a checkpoint (unknown content)"
+            return  # unknown binary content: torch.load says it is not a readable checkpoint
+        kind = "a TOML file" if path.suffix == ".toml" else "a text file"
     raise WrongFileKind(f"{path} is {kind}, not a cnnlab run directory or checkpoint (arguments in the wrong order?)")
 
 

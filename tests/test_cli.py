@@ -108,9 +108,12 @@ def test_unreadable_image_and_wrong_checkpoint(trained_run: Path, tmp_path: Path
     torch.save(ckpt, tmp_path / "other.pt")
     result = run_cli("eval", str(tmp_path / "other.pt"))
     assert result.returncode == 2 and "another architecture" in result.stderr
-    (tmp_path / "junk.pt").write_bytes(b"junk")
+    (tmp_path / "junk.pt").write_bytes(bytes(range(256)))
     result = run_cli("predict", str(tmp_path / "junk.pt"), str(bad))
     assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
+    (tmp_path / "notes.pt").write_bytes(b"junk")
+    result = run_cli("predict", str(tmp_path / "notes.pt"), str(bad))
+    assert result.returncode == 2 and "is a text file, not a cnnlab run directory" in result.stderr
 
 
 @pytest.mark.slow
