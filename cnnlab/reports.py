@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from cnnlab.data import Data, default_split, load_data
+from cnnlab.data import Data, TensorSplit, default_split, load_data
+from cnnlab.data.registry import is_file_dataset
 from cnnlab.engine import eval_batches, make_loss
 from cnnlab.engine import evaluate as evaluate_batches
 from cnnlab.errors import UserError
@@ -41,10 +42,7 @@ def evaluate(
     cfg = predictor.config
     dataset = dataset or cfg.dataset
     split = split or default_split(dataset)
-    data = load_data(
-        dataset, data_dir or cfg.data_dir, (split,), cfg.classes or None, predictor.image_size,
-        val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget,
-    )  # fmt: skip
+    data = _eval_data(predictor, dataset, data_dir or cfg.data_dir, split)
     _check_compatible(predictor, data)
     batches = eval_batches(data, split, cfg, predictor.model)
     result = evaluate_batches(predictor.model, batches, make_loss(cfg.replace(label_smoothing=0.0)), keep_outputs=True)
@@ -71,6 +69,24 @@ def evaluate(
         "mistakes_png": str(gallery_png),
         "report": format_report(report) + "\n" + format_most_confused(confused),
     }
+
+
+def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: str) -> Data:
+    """The ``split`` to evaluate on. Your own image files (``folder:``, ``csv:``) given to a model
+    that prepares images its own way (the digit recipe of MNIST-style models) are read by the model
+    itself, :meth:`Predictor.read`, so ``eval`` sees each file exactly as ``predict`` does."""
+    cfg = predictor.config
+    own_files = is_file_dataset(dataset) and predictor.preprocessing.recipe != "resize"
+    data = load_data(
+        dataset, data_dir, (split,), cfg.classes or None, predictor.image_size,
+        val_fraction=cfg.val_fraction, memory_budget=0 if own_files else cfg.memory_budget,
+    )  # fmt: skip
+    if not own_files:
+        return data
+    files = data.splits[split]
+    images = torch.stack([predictor.read(path) for path in files.paths])
+    shape = (predictor.in_channels, predictor.image_size, predictor.mean, predictor.std)
+    return Data(data.name, data.classes, *shape, {split: TensorSplit(images, files.labels)})
 
 
 def _check_compatible(predictor: Predictor, data: Data) -> None:

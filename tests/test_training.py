@@ -194,3 +194,28 @@ def test_lr_auto_trains_with_the_finders_suggestion_and_records_it(tmp_path: Pat
     assert config["config"]["lr"] == config["lr_find"]["suggestion"] == pytest.approx(expected)
     with pytest.raises(UserError, match="cannot change: lr"):
         cnnlab.train(resume=tmp_path / "r", lr="auto")
+
+
+def test_eval_on_your_own_files_sees_each_file_as_predict_does(tmp_path: Path, mnist5k):
+    """An MNIST-style model evaluated on a folder of dark-on-white digits: eval's accuracy is the share
+    of files whose `predict` answer is their folder's class (one preprocessing for both)."""
+    import shutil
+
+    from PIL import Image, ImageOps
+
+    cnnlab.train(epochs=1, out=tmp_path / "run", progress=False)
+    val = mnist5k.splits["val"]
+    files = []
+    for c in range(10):
+        (tmp_path / "ds" / "val" / str(c)).mkdir(parents=True)
+        for k, i in enumerate(torch.nonzero(val.labels == c).squeeze(1)[:3].tolist()):
+            path = tmp_path / "ds" / "val" / str(c) / f"{k}.png"
+            ImageOps.invert(Image.fromarray(val.images[i, 0].numpy())).resize((56, 40)).save(path)  # on paper
+            files.append((path, str(c)))
+    shutil.copytree(tmp_path / "ds" / "val", tmp_path / "ds" / "train")
+    report = cnnlab.evaluate(tmp_path / "run", dataset=f"folder:{tmp_path / 'ds'}", split="val", out=tmp_path / "e")
+    answers = cnnlab.predict(tmp_path / "run", [p for p, _ in files])
+    agree = sum(answer["label"] == c for answer, (_, c) in zip(answers, files)) / len(files)
+    assert report["n"] == len(files) == 30
+    assert report["accuracy"] == pytest.approx(agree)
+    assert agree > 0.5  # the digit recipe really turned the paper drawings into MNIST-like input
