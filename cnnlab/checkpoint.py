@@ -135,8 +135,10 @@ def _check_file_kind(path: Path) -> None:
     if not kind:
         try:
             head.decode("utf-8")
-        except UnicodeDecodeError:
-            return  # unknown binary content: torch.load says it is not a readable checkpoint
+        except UnicodeDecodeError:  # neither torch.save's zip nor a pickle: never hand it to the unpickler
+            raise UserError(
+                f"{path}: not a readable checkpoint: truncated, damaged or not written by torch.save"
+            ) from None
         kind = "a TOML file" if path.suffix == ".toml" else "a text file"
     raise WrongFileKind(f"{path} is {kind}, not a cnnlab run directory or checkpoint (arguments in the wrong order?)")
 

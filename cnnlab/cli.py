@@ -44,7 +44,12 @@ _CHOICES = {
 
 def _float_or_auto(text: str) -> float | str:
     """``--lr``: a number, or ``auto`` (the learning-rate finder's suggestion)."""
-    return "auto" if text == "auto" else float(text)
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number or auto") from None
 
 
 def _class_list(text: str) -> list[str]:

@@ -369,8 +369,8 @@ class NonFiniteWatch:
     every checkpoint) and raises :class:`Diverged` naming that step and its learning rate.
     """
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(self, world: World | None = None) -> None:
+        self.world = world or World(torch.device("cpu"))  # one process unless told otherwise
         self.window: list[tuple[int, float, torch.Tensor]] = []
         self.lr = float("nan")
 

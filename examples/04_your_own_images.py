@@ -116,8 +116,9 @@ print("mean", data.mean, "std", data.std)
 # %% [markdown]
 # ## 2. Training
 #
-# Exactly as with the built-in datasets: `dataset="folder:PATH"`. Files are decoded batch by batch in a
-# background worker, so the folder may be larger than memory.
+# Exactly as with the built-in datasets: `dataset="folder:PATH"`. Every file is decoded once, in
+# parallel, and kept in cnnlab's cache; when the decoded images fit the memory budget they train from
+# memory like MNIST, otherwise they stream from the files, so the folder may be larger than memory.
 
 # %%
 RUN = OUT / "run"
@@ -134,7 +135,7 @@ show(RUN / "curves.png")
 # validation files were never trained on, so they are new to the network; two from each class:
 
 # %%
-val = data.splits["val"]
+val = load_data(dataset, memory_budget=0).splits["val"]  # a budget of 0 leaves the images in their files
 new_files = [val.paths[i] for c in range(data.num_classes) for i in (val.labels == c).nonzero()[:2, 0].tolist()]
 answers = cnnlab.predict(RUN, new_files, topk=3)
 correct = 0

@@ -35,7 +35,8 @@ def _candidates(image: torch.Tensor, max_shift: int, mirrored: bool) -> list[tor
 
 
 def test_folder_batches_visit_every_file_once_in_the_seeded_order(tmp_path: Path, mnist5k):
-    data = load_data(f"folder:{make_image_folder(tmp_path / 'imgs', mnist5k, per_class=10)}")
+    folder = make_image_folder(tmp_path / "imgs", mnist5k, per_class=10)
+    data = load_data(f"folder:{folder}", memory_budget=0)  # no memory: the files stream
     split = data.splits["train"]
     batches = make_batches(split, data, 5, CPU, shuffle=True, seed=3)
     for epoch in (1, 2):
@@ -107,9 +108,9 @@ def test_fast_trainer_and_tutorial_loop_reach_the_same_accuracy(mnist5k):
     tolerance of the issue. (With each loop shuffling on its own, two-epoch accuracies spread over
     83-90 %: ordering noise would hide a real difference.)
     """
-    from cnnlab.bench import bench
+    from cnnlab.bench.measure import bench
 
-    result = bench(dataset="mnist5k", model="seednet", epochs=2, matmul_size=256)
+    result = bench(dataset="mnist5k", model="seednet", epochs=2, matmul_size=256, fast_recipe=False)
     ref, fast = result["reference"], result["cnnlab"]
     assert ref["val_accuracy"] > 0.8
     assert abs(fast["val_accuracy"] - ref["val_accuracy"]) <= 0.005

@@ -71,7 +71,7 @@ def _check_size(shape: tuple[int, ...], available: int, name: str) -> int:
     count = 1
     for size in shape:
         count *= size
-    if count > MAX_BYTES:
+    if count > MAX_BYTES or count == 0:
         raise UserError(f"{name}: IDX header declares an implausible shape {shape} ({count} bytes)")
     if available != count:
         raise UserError(

@@ -39,7 +39,7 @@ BAD_TRAIN_FLAGS = [
     (["--image-size", "2"], "--image-size must be 4 to 512"),
     (["--image-size", "100000"], "--image-size must be 4 to 512"),
     (["--epochs", "1.5"], "argument --epochs: invalid int value"),  # argparse's own check
-    (["--lr", "fast"], "argument --lr: invalid float value"),
+    (["--lr", "fast"], "argument --lr: invalid value 'fast': a number or auto"),
 ]
 
 
