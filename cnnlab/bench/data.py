@@ -37,5 +37,7 @@ def bench_data(dataset: str | None, data_dir: str | Path, synthetic: int | None)
         return synthetic_data(synthetic)
     data = load_data(dataset or "mnist5k", data_dir, ("train", "val"))
     if not all(isinstance(s, TensorSplit) for s in data.splits.values()):
-        raise UserError("bench compares in-memory datasets; this one streams from its files (raise --memory-budget to keep it in memory)")
+        raise UserError(
+            "bench compares in-memory datasets; this one streams from its files (raise --memory-budget to keep it in memory)"
+        )
     return data
