@@ -173,17 +173,22 @@ def _check_types(cfg: TrainConfig) -> None:
         raise UserError(f"option classes must be a list of class names, not {cfg.classes!r}")
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Options from a TOML file: keys are the flag names with ``_`` or ``-`` (``batch_size = 128``)."""
+def read_toml(path: str | Path, flag: str) -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable or invalid file is a UserError naming ``flag`` and the file."""
     import tomllib
 
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as exc:
-        raise UserError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
+        raise UserError(f"{flag} {path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"--config {path}: not valid TOML ({exc})") from None
+        raise UserError(f"{flag} {path}: not valid TOML ({exc})") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Options from a TOML file: keys are the flag names with ``_`` or ``-`` (``batch_size = 128``)."""
+    raw = read_toml(path, "--config")
     tables = sorted(key for key, value in raw.items() if isinstance(value, dict))
     if tables:
         raise UserError(

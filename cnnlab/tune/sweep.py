@@ -37,7 +37,6 @@ import re
 import shutil
 import sys
 import time
-import tomllib
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import runs
-from cnnlab.config import TrainConfig, validate
+from cnnlab.config import TrainConfig, read_toml, validate
 from cnnlab.errors import Diverged, UserError
 
 DEFAULT_OUT = "runs/sweeps"
@@ -102,13 +101,7 @@ DEFAULT_SPACE = (
 
 def load_space(path: str | Path, base: TrainConfig) -> tuple[Param, ...]:
     """Read a search space TOML file and check every dimension against ``base`` (see the module doc)."""
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as exc:
-        raise UserError(f"--space {path}: cannot read ({exc.strerror or exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"--space {path}: not valid TOML ({exc})") from None
+    raw = read_toml(path, "--space")
     if not raw:
         raise UserError(f"--space {path}: declares no options (one table per option, e.g. [lr] low = 1e-3 high = 0.3)")
     return tuple(_param(name, spec, base, f"--space {path}") for name, spec in raw.items())
