@@ -61,7 +61,7 @@ class TrainConfig:
     epochs: int = option(9, "passes over the training split")
     seed: int = option(1, "the one seed for weights, order and augmentation")
     max_steps: int | None = option(None, "stop after N optimiser steps (smoke runs)")
-    early_stop: int = option(0, "stop after N epochs without improvement of --monitor (0: never)")
+    early_stop: int | None = option(None, "stop after N epochs without improvement of --monitor (default: never)")
     monitor: str = option("val_acc", "what --early-stop watches: val_acc (as best.pt does) or val_loss")
     min_delta: float = option(0.0, "smallest change of --monitor that counts as an improvement")
     device: str = option("auto", "auto, cpu, cuda or mps")
@@ -132,7 +132,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.augment <= 8, f"--augment must be 0 to 8 pixels (got {cfg.augment})"),
         (cfg.max_steps is None or cfg.max_steps >= 1, f"--max-steps must be ≥ 1 (got {cfg.max_steps})"),
         (cfg.checkpoint_every >= 0, f"--checkpoint-every must be ≥ 0 (got {cfg.checkpoint_every})"),
-        (cfg.early_stop >= 0, f"--early-stop must be ≥ 1 epochs, or 0 for never (got {cfg.early_stop})"),
+        (cfg.early_stop is None or cfg.early_stop >= 1, f"--early-stop must be at least 1 epoch (got {cfg.early_stop})"),
         (cfg.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)} (got {cfg.monitor!r})"),
         (cfg.min_delta >= 0, f"--min-delta must be ≥ 0 (got {cfg.min_delta})"),
         (cfg.threads is None or 1 <= cfg.threads <= 1024, f"--threads must be 1 to 1024 (got {cfg.threads})"),

@@ -204,3 +204,20 @@ def test_without_torchrun_everything_is_one_process():
         "--epochs",
         "1",
     ]
+
+
+@pytest.mark.slow
+def test_nproc_children_never_import_from_the_current_folder(tmp_path: Path):
+    """A `torch/` folder where the command runs is not imported by torchrun or its processes (python -P)."""
+    planted = tmp_path / "torch"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("raise SystemExit('the planted torch/ folder was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["train", "--nproc", "1", "--dataset", "digits", "--max-steps", "2", "--epochs", "1", "--quiet"]
+    result = subprocess.run(  # -P: like the `cnnlab` script, the parent itself does not look in the cwd
+        [sys.executable, "-P", "-m", "cnnlab", *args, "--out", "run"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "planted" not in result.stdout + result.stderr
+    assert (tmp_path / "run" / "best.pt").is_file()

@@ -219,3 +219,9 @@ def test_eval_on_your_own_files_sees_each_file_as_predict_does(tmp_path: Path, m
     assert report["n"] == len(files) == 30
     assert report["accuracy"] == pytest.approx(agree)
     assert agree > 0.5  # the digit recipe really turned the paper drawings into MNIST-like input
+
+
+def test_early_stop_zero_is_refused_before_anything_is_written(tmp_path: Path, capsys):
+    assert main(["train", "--early-stop", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--early-stop must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
