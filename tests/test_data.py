@@ -316,6 +316,7 @@ def test_a_failed_download_into_an_existing_data_dir_keeps_what_was_there(tmp_pa
     assert sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")) == ["MNIST", "MNIST/notes.txt"]
 
 
+@pytest.mark.slow
 def test_eval_with_a_nonexistent_data_dir_is_one_line_and_creates_nothing(tmp_path: Path, capsys):
     from cnnlab.cli import main
 

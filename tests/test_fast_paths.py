@@ -98,6 +98,7 @@ def test_channels_last_batches_hold_the_same_numbers(mnist5k):
     assert torch.equal(x, x_cl)
 
 
+@pytest.mark.slow
 def test_fast_trainer_and_tutorial_loop_reach_the_same_accuracy(mnist5k):
     """Two epochs of the tutorial recipe on mnist5k from the same weights in the same batch order:
     the tutorial's per-sample PIL → ToTensor → Normalize loop, and cnnlab's trainer.

@@ -230,6 +230,7 @@ def test_canonical_and_display_forms_of_a_dataset(tmp_path: Path, monkeypatch: p
     assert display_dataset("cifar10") == "cifar10"
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_empty_folder_path(tmp_path: Path):
     result = run_cli("train", "--dataset", "folder:", "--epochs", "1", cwd=tmp_path)
     assert result.returncode == 2, result.stderr

@@ -168,6 +168,7 @@ def test_the_default_layout_is_channels_last_and_the_old_one_a_flag(tmp_path: Pa
     assert all(p.is_contiguous() for p in plain.model.parameters())
 
 
+@pytest.mark.slow
 def test_a_folder_run_is_stored_with_an_absolute_path_and_evaluates_from_elsewhere(
     tmp_path: Path, mnist5k, monkeypatch, capsys
 ):
@@ -184,6 +185,7 @@ def test_a_folder_run_is_stored_with_an_absolute_path_and_evaluates_from_elsewhe
     assert capsys.readouterr().out.startswith("folder:work/ds val:")  # shown relative to where you are
 
 
+@pytest.mark.slow
 def test_lr_auto_trains_with_the_finders_suggestion_and_records_it(tmp_path: Path):
     from cnnlab.tune.lr_find import lr_find
 
@@ -196,6 +198,7 @@ def test_lr_auto_trains_with_the_finders_suggestion_and_records_it(tmp_path: Pat
         cnnlab.train(resume=tmp_path / "r", lr="auto")
 
 
+@pytest.mark.slow
 def test_eval_on_your_own_files_sees_each_file_as_predict_does(tmp_path: Path, mnist5k):
     """An MNIST-style model evaluated on a folder of dark-on-white digits: eval's accuracy is the share
     of files whose `predict` answer is their folder's class (one preprocessing for both)."""

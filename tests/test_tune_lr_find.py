@@ -73,6 +73,7 @@ def test_rules_on_a_known_curve() -> None:
     assert lrs.index(steepest(lrs, steeper)) in range(20, 26)  # where the fall is steepest, not the longest
 
 
+@pytest.mark.slow
 def test_bad_ranges_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--start < --end"):
         lr_find(TrainConfig(), start=1.0, end=0.1)

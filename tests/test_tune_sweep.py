@@ -141,6 +141,7 @@ def test_bad_search_spaces_are_refused(tmp_path: Path, space: str, message: str)
         load_space(path, TrainConfig())
 
 
+@pytest.mark.slow
 def test_bad_storage_and_unknown_study_write_nothing(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot open it"):
         run_sweep(TrainConfig(), 1, storage="nosuchdb://host/x", out=tmp_path / "sw")

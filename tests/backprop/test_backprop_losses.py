@@ -94,6 +94,7 @@ def test_loss_input_errors() -> None:
         make_loss("hinge")
 
 
+@pytest.mark.slow
 def test_closed_form_fc_gradient_equals_engine_and_autograd() -> None:
     """The tutorial's derivation: ∂E/∂W = (1/N) Σ_n δ_n h_nᵀ, δ_n = J_softmaxᵀ(ŷ_n − y_n)."""
     from cnnlab.backprop.data import load_arrays

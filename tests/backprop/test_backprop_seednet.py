@@ -70,6 +70,7 @@ def test_from_torch_refuses_unknown_layers() -> None:
         from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
 def test_sgd_matches_torch_optim_sgd(momentum: float) -> None:
     torch.manual_seed(0)
