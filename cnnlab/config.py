@@ -14,6 +14,7 @@ SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float64")
 MONITORS = ("val_loss", "val_acc")
+BALANCES = ("none", "weights", "sampler")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # reduce-overhead: CUDA graphs on a GPU
 MAX_FACTOR = 1e30  # a larger --lr or --weight-decay overflows float32 inside the optimiser step
 
@@ -29,7 +30,16 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
 class TrainConfig:
     """Every option of a training run, its default (the tutorial's recipe) and its ``--help`` text."""
 
-    model: str = option("seednet", "network to train (see `cnnlab models`; seednet is the tutorial's CNN)")
+    model: str = option(
+        "seednet", "network to train (see `cnnlab models`; seednet is the tutorial's CNN; tv:NAME a torchvision model)"
+    )
+    pretrained: bool = option(
+        False,
+        "tv: models: start from torchvision's DEFAULT weights (from TORCH_HOME, else downloaded) and their preprocessing",
+    )
+    freeze: int = option(
+        0, "with --pretrained: train only the new classifier head for the first N epochs, then everything"
+    )
     dataset: str = option(
         "mnist5k",
         "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, cifar100-coarse, folder:PATH",
@@ -38,12 +48,19 @@ class TrainConfig:
     classes: list[str] = option(
         [], "keep only these classes, relabelled in order (e.g. 3,8; needed by --loss logistic)"
     )
-    image_size: int | None = option(None, "image side for folder: and csv: datasets (default 28 grey, 32 colour)")
+    image_size: int | None = option(
+        None,
+        "image side for folder: and csv: datasets (default 28 grey, 32 colour; with --pretrained the weights' crop)",
+    )
     val_fraction: float = option(
         0.2, "folder: and csv: data without a val split: the share of each class held out for it"
     )
     memory_budget: float | None = option(
         None, "GiB of decoded folder:/csv: images kept in memory (default a quarter of the free memory); beyond, stream"
+    )
+    balance: str = option(
+        "none",
+        "unbalanced classes: none, weights (loss weights ∝ 1/class frequency) or sampler (batches drawn ∝ 1/frequency)",
     )
     loss: str = option("nll", "nll, ce, mse or logistic")
     optimizer: str = option("sgd", "sgd, adam, adamw or adadelta")
@@ -110,14 +127,15 @@ FAST_RECIPE = dict(
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Refuse impossible values with a one-line UserError; return ``cfg`` unchanged otherwise."""
     from cnnlab.losses import LOSSES
-    from cnnlab.models import MODELS
+    from cnnlab.models import MODELS, is_model
 
     _check_types(cfg)
     checks = [
-        (cfg.model in MODELS, f"unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)}"),
+        (is_model(cfg.model), f"unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)} or tv:NAME (see cnnlab models)"),
         (cfg.loss in LOSSES, f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
         (cfg.schedule in SCHEDULES, f"unknown schedule {cfg.schedule!r}; choose one of: {', '.join(SCHEDULES)}"),
+        (cfg.balance in BALANCES, f"unknown balance {cfg.balance!r}; choose one of: {', '.join(BALANCES)}"),
         (cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)}"),
         (cfg.compile_mode in COMPILE_MODES, f"--compile-mode must be one of {', '.join(COMPILE_MODES)}"),
         (cfg.dtype in DTYPES, f"--dtype must be float32 or float64, not {cfg.dtype!r}"),
@@ -141,6 +159,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.image_size is None or 4 <= cfg.image_size <= 512, f"--image-size must be 4 to 512 (got {cfg.image_size})"),
         (not cfg.nesterov or (cfg.optimizer == "sgd" and cfg.momentum > 0), "--nesterov needs --optimizer sgd with --momentum > 0"),
         (cfg.label_smoothing == 0 or cfg.loss == "ce", "--label-smoothing works with --loss ce only"),
+        (cfg.balance != "weights" or cfg.loss in ("nll", "ce"), "--balance weights works with --loss nll or ce; use --balance sampler"),
+        (not cfg.pretrained or cfg.model.startswith("tv:"), "--pretrained needs a torchvision model: --model tv:NAME (see cnnlab models)"),
+        (0 <= cfg.freeze < 1000, f"--freeze must be 0 to 999 epochs (got {cfg.freeze})"),
+        (cfg.freeze == 0 or cfg.pretrained, "--freeze needs --pretrained (it trains the new head on top of pretrained weights)"),
         (cfg.loss != "logistic" or len(cfg.classes) == 2, "--loss logistic needs a two-class task: pass --classes A,B"),
     ]  # fmt: skip
     for ok, message in checks:

@@ -7,11 +7,21 @@ logistic-regression head instead: one logit, no log_softmax.
 
 Small images (under 16 pixels, e.g. the 8×8 ``digits``) get ``padding=2`` in the 5×5 convolutions
 so the feature maps do not shrink to nothing.
+
+``tv:NAME`` is any torchvision classification model (``torchvision.models.list_models``) with its
+classifier sized for the dataset's classes, wrapped in :class:`TorchvisionNet` (grey images are
+repeated to three channels; outputs are log-probabilities like every other model here).
+:func:`load_pretrained` puts torchvision's DEFAULT weights into it, all but the new head.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,12 +131,22 @@ MODELS: dict[str, Callable[[int, int, int], nn.Sequential]] = {
 }
 
 
-def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:
+TV = "tv:"  # prefix of torchvision's models: tv:resnet18, tv:mobilenet_v3_small, ...
+
+
+def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     """Build model ``name`` for images [in_channels, image_size, image_size] and ``num_classes``
     outputs (1 = one logit for binary logistic regression)."""
+    if name.startswith(TV):
+        return TorchvisionNet(torchvision_name(name), in_channels, image_size, num_classes)
     if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} or tv:NAME (see cnnlab models)")
     return MODELS[name](in_channels, image_size, num_classes)
+
+
+def is_model(name: str) -> bool:
+    """True for a model :func:`build_model` knows (imports torchvision only for ``tv:`` names)."""
+    return name in MODELS or (name.startswith(TV) and name[len(TV) :] in torchvision_models())
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -136,3 +156,152 @@ def count_parameters(model: nn.Module) -> int:
 def describe(name: str) -> str:
     """First line of the model's docstring."""
     return " ".join((MODELS[name].__doc__ or "").split("\n\n")[0].split())
+
+
+# ---- torchvision's models ------------------------------------------------------------------------
+
+
+def torchvision_models() -> list[str]:
+    """torchvision's image-classification models (not its detection, segmentation or video ones)."""
+    from torchvision import models
+
+    return models.list_models(module=models)
+
+
+def torchvision_name(name: str) -> str:
+    """``tv:resnet18`` → ``resnet18``, checked against torchvision's list."""
+    short = name[len(TV) :]
+    if short not in torchvision_models():
+        raise UserError(f"unknown torchvision model {short!r}; see cnnlab models for the names")
+    return short
+
+
+class TorchvisionNet(nn.Module):
+    """A torchvision classifier for ``num_classes`` (its own head, built at that size), taking
+    ``in_channels`` 1 (repeated to the three channels it expects) or 3, returning log-probabilities
+    (or, for ``num_classes == 1``, one logit)."""
+
+    def __init__(self, arch: str, in_channels: int, image_size: int, num_classes: int):
+        super().__init__()
+        from torchvision import models
+
+        if in_channels not in (1, 3):
+            raise UserError(f"tv:{arch} takes grey or RGB images, not {in_channels} channels")
+        extra = {"aux_logits": False, "init_weights": False} if arch in ("googlenet", "inception_v3") else {}
+        if arch.startswith(("vit_", "swin_", "maxvit")):
+            extra["image_size"] = image_size  # transformers are built for one input size
+        try:
+            self.net = models.get_model(arch, weights=None, num_classes=num_classes, **extra)
+        except TypeError:  # the builder takes no image_size: it works at any size
+            extra.pop("image_size", None)
+            self.net = models.get_model(arch, weights=None, num_classes=num_classes, **extra)
+        self.grey = in_channels == 1
+        self.log_probabilities = num_classes > 1
+        try:
+            with torch.no_grad():
+                self.eval()(torch.zeros(1, in_channels, image_size, image_size))
+        except (RuntimeError, ValueError, AssertionError):
+            raise UserError(
+                f"tv:{arch} cannot take {image_size}x{image_size} images; pass a larger --image-size"
+            ) from None
+        self.train()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grey:
+            x = x.expand(-1, 3, -1, -1)
+        out = self.net(x)
+        return torch.log_softmax(out, dim=1) if self.log_probabilities else out
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classifier head: the parameters of the model's last Linear or Conv2d layer (and of any
+    layer after it), the part ``--freeze`` keeps training."""
+    modules = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+    last = max(i for i, m in enumerate(modules) if isinstance(m, (nn.Linear, nn.Conv2d)))
+    return [p for m in modules[last:] for p in m.parameters(recurse=False)]
+
+
+def set_trainable(model: nn.Module, head_only: bool) -> None:
+    """``--freeze``: only the head learns (``head_only``), or every layer does."""
+    head = {id(p) for p in head_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(not head_only or id(p) in head)
+
+
+@dataclass(frozen=True)
+class WeightsPreprocessing:
+    """How torchvision's pretrained weights expect their images: shorter side resized to ``resize``,
+    centre crop ``crop``, then normalised with ``mean`` and ``std``; ``min_size`` the smallest input."""
+
+    crop: int
+    resize: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    min_size: int
+
+    def for_size(self, size: int | None) -> tuple[int, int]:
+        """(crop, resize) for ``--image-size`` ``size`` (default: the weights' own), same proportions."""
+        crop = size or self.crop
+        return crop, max(crop, round(crop * self.resize / self.crop))
+
+
+def default_weights(name: str) -> Any:
+    from torchvision import models
+
+    return models.get_model_weights(torchvision_name(name)).DEFAULT
+
+
+def weights_preprocessing(name: str) -> WeightsPreprocessing:
+    """The preprocessing of model ``tv:NAME``'s DEFAULT weights."""
+    weights = default_weights(name)
+    t = weights.transforms()
+    return WeightsPreprocessing(
+        crop=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(t.mean), std=tuple(t.std),
+        min_size=int(max(weights.meta.get("min_size", (1, 1)))),
+    )  # fmt: skip
+
+
+def weights_file(name: str) -> Path:
+    """Where torchvision keeps model ``tv:NAME``'s DEFAULT weights: ``$TORCH_HOME/hub/checkpoints/FILE``."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(default_weights(name).url)
+
+
+def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> list[str]:
+    """Copy ``tv:NAME``'s DEFAULT weights into ``model``, all but the layers whose shape differs (the
+    head, sized for other classes); returns the names of those left as initialised. The file is read
+    from torchvision's cache, or downloaded into it; offline without it, a UserError says where it goes."""
+    path = weights_file(name)
+    if not path.is_file():
+        _download_weights(default_weights(name).url, path, progress)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(
+            f"{path}: not readable pretrained weights ({type(exc).__name__}); delete it and try again"
+        ) from None
+    own = model.net.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(fits) < len(own) // 2:
+        raise UserError(f"{path}: these are not the weights of {name} (only {len(fits)} of {len(own)} tensors fit)")
+    model.net.load_state_dict(fits, strict=False)
+    return sorted(set(own) - set(fits))
+
+
+def _download_weights(url: str, path: Path, progress: bool) -> None:
+    """Download ``url`` to ``path`` (torch.hub's downloader: a temporary file, hash-checked, then moved)."""
+    import torch.hub
+
+    digest = re.search(r"-([a-f0-9]+)\.", os.path.basename(url))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if progress:
+            print(f"downloading {url} to {path}", flush=True)
+        torch.hub.download_url_to_file(url, str(path), digest.group(1) if digest else None, progress=progress)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a wrong hash is a RuntimeError
+        reason = getattr(exc, "reason", None) or exc
+        raise UserError(
+            f"--pretrained: cannot download {path.name} ({reason}); offline, copy that file into {path.parent}/ "
+            "(set TORCH_HOME to use another cache) and run again"
+        ) from None
