@@ -181,6 +181,7 @@ def _check_structure(ckpt: Any, path: Path) -> None:
         and _list_of(meta.get("mean"), (int, float))
         and _list_of(meta.get("std"), (int, float))
         and len(meta["mean"]) == len(meta["std"]) == arch["in_channels"]
+        and (meta.get("resize") is None or _int_in(meta["resize"], 4, 4096))
     ):
         raise UserError(f"{path}: damaged checkpoint: 'data' lacks the class names or normalisation")
     if not isinstance(ckpt.get("config"), dict):

@@ -217,11 +217,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from cnnlab.models import MODELS, build_model, count_parameters, describe
+    from cnnlab.models import MODELS, build_model, count_parameters, describe, torchvision_catalogue
 
     print(f"{'name':<12} {'params (MNIST)':>14}  description")
     for name in MODELS:
         print(f"{name:<12} {count_parameters(build_model(name, 1, 28, 10)):>14,}  {describe(name)}")
+    print(
+        "\ntorchvision's classifiers: --model tv:NAME (from scratch), --pretrained to start from their ImageNet weights"
+    )
+    print(f"{'name':<24} {'params (ImageNet)':>17}  {'ImageNet top-1':>14}  {'weights input':>13}")
+    for row in torchvision_catalogue():
+        size = f"{row['crop']}x{row['crop']}"
+        print(f"{'tv:' + row['name']:<24} {row['params']:>17,}  {row['top1']:>13.1f}%  {size:>13}")
     return 0
 
 
@@ -314,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./data", help="where downloaded / IDX files are looked for (default ./data)")
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("models", help="list models with their parameter counts")
+    p = sub.add_parser("models", help="list the models (cnnlab's own and torchvision's) with their parameter counts")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="layer table of a model (torchinfo), optionally a diagram")

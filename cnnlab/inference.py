@@ -37,6 +37,8 @@ class Predictor:
     std: tuple[float, ...]
     config: TrainConfig
     path: Path
+    resize: int | None = None  # trained on images scaled (shorter side) to this, then centre-cropped
+
 
     @property
     def device(self) -> torch.device:
@@ -44,9 +46,9 @@ class Predictor:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        """How an image becomes this model's input: MNIST's digit recipe for grey light-on-dark training
-        data, else a resize as in training."""
-        return for_training_data(self.in_channels, self.image_size, self.mean, self.config.dataset)
+        """How an image becomes this model's input: as training decoded it (resize-and-crop for pretrained
+        weights), MNIST's digit recipe for grey light-on-dark built-in data, else a resize."""
+        return for_training_data(self.in_channels, self.image_size, self.mean, self.config.dataset, self.resize)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -95,7 +97,7 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
     model.to(resolve_device(device)).eval()
     return Predictor(
         model, list(meta["classes"]), arch["in_channels"], arch["image_size"],
-        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path,
+        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path, meta.get("resize"),
     )  # fmt: skip
 
 

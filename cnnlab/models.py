@@ -168,6 +168,20 @@ def torchvision_models() -> list[str]:
     return models.list_models(module=models)
 
 
+def torchvision_catalogue() -> list[dict[str, Any]]:
+    """Each torchvision classifier with its DEFAULT weights' parameter count, ImageNet top-1 accuracy (%)
+    and crop size, read from the weights' metadata (nothing is built or downloaded)."""
+    from torchvision import models
+
+    rows = []
+    for name in torchvision_models():
+        weights = models.get_model_weights(name).DEFAULT
+        top1 = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1", float("nan"))
+        crop = weights.transforms().crop_size[0]
+        rows.append({"name": name, "params": weights.meta["num_params"], "top1": top1, "crop": crop})
+    return rows
+
+
 def torchvision_name(name: str) -> str:
     """``tv:resnet18`` → ``resnet18``, checked against torchvision's list."""
     short = name[len(TV) :]

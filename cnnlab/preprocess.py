@@ -12,6 +12,9 @@ all use it:
   box, scaled (aspect kept) to fit a box of 20/28 of the image, and centred by its centre of mass.
 * **resize** — any other data: the image is converted to the model's grey or RGB and resized, exactly
   as the folder dataset loader decoded the training images (:func:`cnnlab.data.images.to_model_input`).
+* **crop** — ``folder:``/``csv:`` images of a model fine-tuned from pretrained weights (``--pretrained``):
+  converted likewise, the shorter side scaled to ``box`` (the weights' resize, e.g. 256), then the central
+  ``size``×``size`` (their crop, e.g. 224) cut out, as torchvision's weights expect and as training decoded.
 
 ``invert=True`` overrides the detection: the image is taken as dark ink on a light background.
 """
@@ -39,18 +42,19 @@ MIN_CONTRAST = 0.05  # below this (in grey levels 0..1) nothing on the image cou
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How images become uint8 model input ``[channels, size, size]``: ``recipe`` is ``digit`` or ``resize``."""
+    """How images become uint8 model input ``[channels, size, size]``: ``recipe`` is ``digit``, ``resize`` or
+    ``crop``."""
 
     recipe: str
     channels: int
     size: int
-    box: int  # digit recipe: the ink's longer side after scaling, in pixels
+    box: int  # digit: the ink's longer side after scaling; crop: the shorter side before the crop (pixels)
 
     def prepare(self, img: Image.Image, invert: bool = False) -> torch.Tensor:
         """A decoded PIL image → uint8 [channels, size, size]."""
         if self.recipe == "digit":
             return prepare_digit(img, self.size, self.box, invert)
-        return to_model_input(img, self.channels, self.size, invert)
+        return to_model_input(img, self.channels, self.size, invert, self.box if self.recipe == "crop" else None)
 
     def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
         """An image file → uint8 [channels, size, size]."""
@@ -69,7 +73,7 @@ class Preprocessing:
     @property
     def work_side(self) -> int:
         """Images are shrunk (integer box reduction) to at most this longer side before any float maths."""
-        return max(WORK_SIDE, 4 * self.size)
+        return max(WORK_SIDE, 4 * max(self.size, self.box))
 
     def describe(self) -> dict[str, Any]:
         """What this preprocessing does, for export metadata and the serve page."""
@@ -79,6 +83,12 @@ class Preprocessing:
                 "(3 sigma of the border), so dark-on-light images are inverted to light ink on black; "
                 f"cropped to the ink, scaled (aspect kept, Lanczos) to fit a {self.box}x{self.box} box, "
                 f"centred by its centre of mass in {self.size}x{self.size}"
+            )
+        elif self.recipe == "crop":
+            mode = "grey" if self.channels == 1 else "RGB"
+            text = (
+                f"converted to {mode} (transparency on white), shorter side resized to {self.box} (antialiased, "
+                f"aspect kept), central {self.size}x{self.size} cropped"
             )
         else:
             mode = "grey" if self.channels == 1 else "RGB"
@@ -94,13 +104,23 @@ class Preprocessing:
                 "of mass."
             )
         mode = "grey" if self.channels == 1 else "colour"
+        if self.recipe == "crop":
+            return (
+                f"Images are converted to {mode}, their shorter side resized to {self.box} and the central "
+                f"{self.size}×{self.size} cut out, as the training images were."
+            )
         return f"Images are converted to {mode} and resized to {self.size}×{self.size}, as the training images were."
 
 
-def for_training_data(channels: int, size: int, mean: tuple[float, ...], dataset: str = "") -> Preprocessing:
-    """The preprocessing that matches a model's training data: ``digit`` for the built-in grey
-    light-on-dark sets (mean < 0.5: MNIST and its relatives), else ``resize`` — also for your own
+def for_training_data(
+    channels: int, size: int, mean: tuple[float, ...], dataset: str = "", resize: int | None = None
+) -> Preprocessing:
+    """The preprocessing that matches a model's training data: ``crop`` for images training decoded
+    that way (``resize`` given: pretrained weights' preprocessing); ``digit`` for the built-in grey
+    light-on-dark sets (mean < 0.5: MNIST and its relatives); else ``resize`` — also for your own
     ``folder:`` and ``csv:`` images, which training decoded by resizing them."""
+    if resize is not None:
+        return Preprocessing("crop", channels, size, resize)
     own_images = dataset.startswith(("folder:", "csv:"))
     if channels == 1 and mean[0] < 0.5 and not own_images:
         box = size if dataset in FULL_FRAME else max(1, round(size * BOX_FRACTION))

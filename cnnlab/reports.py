@@ -5,6 +5,7 @@ and :func:`summary` (torchinfo's layer table).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +73,22 @@ def evaluate(
 
 
 def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: str) -> Data:
-    """The ``split`` to evaluate on. Your own image files (``folder:``, ``csv:``) given to a model
-    that prepares images its own way (the digit recipe of MNIST-style models) are read by the model
-    itself, :meth:`Predictor.read`, so ``eval`` sees each file exactly as ``predict`` does."""
+    """The ``split`` to evaluate on, normalised as the model was trained (its own mean and std, whatever
+    the data's). Your own image files (``folder:``, ``csv:``) given to a model that prepares images its
+    own way (the digit recipe of MNIST-style models) are read by the model itself, :meth:`Predictor.read`,
+    so ``eval`` sees each file exactly as ``predict`` does."""
     cfg = predictor.config
-    own_files = is_file_dataset(dataset) and predictor.preprocessing.recipe != "resize"
+    own_files = is_file_dataset(dataset) and predictor.preprocessing.recipe == "digit"
     data = load_data(
         dataset, data_dir, (split,), cfg.classes or None, predictor.image_size,
-        val_fraction=cfg.val_fraction, memory_budget=0 if own_files else cfg.memory_budget,
+        val_fraction=cfg.val_fraction, memory_budget=0 if own_files else cfg.memory_budget, resize=predictor.resize,
     )  # fmt: skip
+    data = dataclasses.replace(data, mean=predictor.mean, std=predictor.std)
     if not own_files:
         return data
     files = data.splits[split]
     images = torch.stack([predictor.read(path) for path in files.paths])
-    shape = (predictor.in_channels, predictor.image_size, predictor.mean, predictor.std)
-    return Data(data.name, data.classes, *shape, {split: TensorSplit(images, files.labels)})
+    return dataclasses.replace(data, splits={split: TensorSplit(images, files.labels)})
 
 
 def _check_compatible(predictor: Predictor, data: Data) -> None:

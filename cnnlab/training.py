@@ -4,6 +4,7 @@ pictures → finished. :func:`train` is ``cnnlab train`` and ``cnnlab.train``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import random
@@ -22,11 +23,11 @@ from cnnlab import runs
 from cnnlab.checkpoint import FORMAT, load_checkpoint, resume_point, stored_config
 from cnnlab.config import RESUME_OVERRIDES, TrainConfig, validate
 from cnnlab.data import Data, load_data
-from cnnlab.data.registry import canonical_dataset, describe
+from cnnlab.data.registry import canonical_dataset, describe, is_file_dataset
 from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
-from cnnlab.models import build_model
+from cnnlab.models import build_model, load_pretrained, weights_file, weights_preprocessing
 
 
 @dataclass
@@ -55,10 +56,40 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def model_for(cfg: TrainConfig, data: Data) -> nn.Module:
-    """The configured model sized for ``data`` (one output for logistic regression)."""
+def training_data(cfg: TrainConfig, splits: tuple[str, ...] = ("train", "val")) -> Data:
+    """The dataset as ``cfg`` trains on it. With ``--pretrained`` your own ``folder:``/``csv:`` images are
+    decoded the weights' way (shorter side resized, central crop of their size or ``--image-size``) and
+    every image is normalised with the weights' mean and std (their average for grey images)."""
+    size, resize, prep = cfg.image_size, None, None
+    if cfg.pretrained:
+        prep = weights_preprocessing(cfg.model)
+        if is_file_dataset(cfg.dataset):
+            size, resize = prep.for_size(cfg.image_size)
+    data = load_data(
+        cfg.dataset, cfg.data_dir, splits, cfg.classes or None, size,
+        val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget, resize=resize,
+    )  # fmt: skip
+    if prep is None:
+        return data
+    if data.image_size < prep.min_size:
+        where = "pass --image-size" if is_file_dataset(cfg.dataset) else "use a dataset of larger images"
+        raise UserError(
+            f"{cfg.model}'s pretrained weights need images of at least {prep.min_size}x{prep.min_size} pixels, "
+            f"not {data.image_size}x{data.image_size}: {where} {prep.min_size} or more"
+        )
+    mean, std = prep.mean, prep.std
+    if data.in_channels == 1:  # grey images are repeated to three channels inside the model
+        mean, std = (round(sum(mean) / 3, 4),), (round(sum(std) / 3, 4),)
+    return dataclasses.replace(data, mean=mean, std=std)
+
+
+def model_for(cfg: TrainConfig, data: Data, pretrained: bool = True) -> nn.Module:
+    """The configured model sized for ``data`` (one output for logistic regression); with
+    ``--pretrained`` (and ``pretrained``) holding torchvision's DEFAULT weights, all but its new head."""
     outputs = 1 if cfg.loss == "logistic" else data.num_classes
     model = build_model(cfg.model, data.in_channels, data.image_size, outputs)
+    if cfg.pretrained and pretrained:
+        load_pretrained(model, cfg.model, progress=cfg.progress)
     return model.double() if cfg.dtype == "float64" else model
 
 
@@ -87,12 +118,13 @@ def train(
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
 
-    with world.main_first():  # rank 0 downloads and caches, then the others read
-        data = load_data(
-            cfg.dataset, cfg.data_dir, ("train", "val"), cfg.classes or None, cfg.image_size,
-            val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget,
-        )  # fmt: skip
-    model = model_for(cfg, data)
+    if cfg.freeze and world.size > 1:
+        raise UserError("--freeze works in one process for now; train without --nproc, or without --freeze")
+    with world.main_first():  # rank 0 downloads and caches (data, pretrained weights), then the others read
+        data = training_data(cfg)
+        model = model_for(cfg, data, pretrained=ckpt is None)  # a resumed run's weights come from its last.pt
+    if cfg.pretrained:
+        notes = {**notes, "pretrained_weights": weights_file(cfg.model).name}
     if run_dir is None:  # rank 0 names and makes the run directory; every process learns its path
         out = cfg.out or runs.default_run_dir(cfg.model, cfg.dataset)
         run_dir = world.run_on_main(lambda: runs.create_run_dir(out, overwrite))
@@ -100,7 +132,7 @@ def train(
     if world.is_main:
         runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size, **notes)
         if cfg.progress:
-            _announce(data, ckpt)
+            _announce(data, ckpt, notes.get("pretrained_weights"))
 
     def epoch_done(state: TrainState) -> None:
         if world.is_main:
@@ -215,9 +247,11 @@ def _check_optional_packages(cfg: TrainConfig) -> None:
         raise UserError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'")
 
 
-def _announce(data: Data, ckpt: dict[str, Any] | None) -> None:
-    """One line on what the run trains on, and where a resumed run continues."""
+def _announce(data: Data, ckpt: dict[str, Any] | None, weights: str | None = None) -> None:
+    """One line on what the run trains on, where a resumed run continues, which weights it starts from."""
     print(describe(data), flush=True)
+    if weights and ckpt is None:
+        print(f"starting from pretrained weights {weights}; the classifier head is new", flush=True)
     if ckpt is not None:
         print(f"resuming at epoch {ckpt['epoch']}, step {ckpt['step']}", flush=True)
 
@@ -271,7 +305,13 @@ def checkpoint_header(cfg: TrainConfig, data: Data, world_size: int = 1) -> dict
             "image_size": data.image_size,
             "num_outputs": 1 if cfg.loss == "logistic" else data.num_classes,
         },
-        "data": {"dataset": cfg.dataset, "classes": data.classes, "mean": list(data.mean), "std": list(data.std)},
+        "data": {
+            "dataset": cfg.dataset,
+            "classes": data.classes,
+            "mean": list(data.mean),
+            "std": list(data.std),
+            **({"resize": data.resize} if data.resize is not None else {}),
+        },  # fmt: skip
         "config": cfg.to_dict(),
         "world_size": world_size,  # processes that trained it (the global batch is batch_size × this)
     }

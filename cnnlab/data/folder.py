@@ -70,11 +70,14 @@ def load_image_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     memory_budget: float | None = None,
     workers: int | None = None,
+    resize: int | None = None,
 ) -> Data:
     """Load ``folder:PATH`` or ``csv:FILE`` (see the module docstring).
 
     ``memory_budget`` (GiB, default a quarter of the available memory) bounds the decoded images kept
-    in memory; ``workers`` decoding processes (default one per core, none for small sets)."""
+    in memory; ``workers`` decoding processes (default one per core, none for small sets). ``resize``
+    (pretrained weights' preprocessing): scale each image's shorter side to it, then crop the central
+    ``image_size`` square, instead of squeezing the whole image into the square."""
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     found = scan(name)
@@ -88,12 +91,15 @@ def load_image_dataset(
     size = image_size or (28 if channels == 1 else 32)
     total = sum(len(found.groups[g]) for g in needed) * channels * size * size
     in_memory = total <= budget_bytes(memory_budget)
-    decoded = {g: decode_group(found.groups[g], channels, size, in_memory, workers, f"decoding {g}") for g in needed}
+    decoded = {
+        g: decode_group(found.groups[g], channels, size, in_memory, workers, f"decoding {g}", resize) for g in needed
+    }
     warn_skipped(
         sorted([p for g in needed for p in found.not_images.get(g, [])]),
         sorted([p for g in needed for p, ok in zip(found.groups[g].paths, decoded[g].ok.tolist()) if not ok]),
         channels,
         size,
+        resize=resize,
     )
     out = {g: d.split for g, d in decoded.items()}
     empty = [g for g, split in out.items() if len(split) == 0]
@@ -103,8 +109,8 @@ def load_image_dataset(
         require_every_class(name, out["train"], found.classes)
         if held_out:
             out |= hold_out(name, out["train"], val_fraction)
-    mean, std = train_stats(name, found.groups["train"], decoded.get("train"), channels, size)
-    return Data(name, found.classes, channels, size, mean, std, {s: out[s] for s in splits})
+    mean, std = train_stats(name, found.groups["train"], decoded.get("train"), channels, size, resize=resize)
+    return Data(name, found.classes, channels, size, mean, std, {s: out[s] for s in splits}, resize)
 
 
 def scan(name: str) -> Found:
@@ -272,22 +278,29 @@ class _Decode(Dataset):
     """File ``i`` → (uint8 [C, S, S] image, readable?); an unreadable file gives zeros and False.
     With ``keep_pixels=False`` the image is only checked and an empty [0, 0, 0] tensor returned."""
 
-    def __init__(self, paths: list[Path], channels: int, size: int, keep_pixels: bool):
+    def __init__(self, paths: list[Path], channels: int, size: int, keep_pixels: bool, resize: int | None = None):
         self.paths, self.channels, self.size, self.keep_pixels = paths, channels, size, keep_pixels
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
-            image, ok = read_image(self.paths[i], self.channels, self.size), True
+            image, ok = read_image(self.paths[i], self.channels, self.size, resize=self.resize), True
         except UserError:
             image, ok = torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), False
         return (image if self.keep_pixels else image[:0, :0, :0]), ok
 
 
 def decode_files(
-    paths: list[Path], channels: int, size: int, keep_pixels: bool = True, workers: int | None = None, desc: str = ""
+    paths: list[Path],
+    channels: int,
+    size: int,
+    keep_pixels: bool = True,
+    workers: int | None = None,
+    desc: str = "",
+    resize: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Decode every file with :func:`read_image`, in parallel, in the cache's split format:
     ``images`` uint8 [K, C, S, S] of the K readable files ([K, 0, 0, 0] when only checked) and
@@ -300,7 +313,7 @@ def decode_files(
     workers = decode_workers(n) if workers is None else workers
     shape = (channels, size, size) if keep_pixels else (0, 0, 0)
     chunk = max(16, min(512, (4 << 20) // (channels * size * size)))  # about 4 MB a batch through shared memory
-    loader = DataLoader(_Decode(paths, channels, size, keep_pixels), batch_size=chunk, num_workers=workers)
+    loader = DataLoader(_Decode(paths, channels, size, keep_pixels, resize), batch_size=chunk, num_workers=workers)
     images = torch.empty(n, *shape, dtype=torch.uint8)
     ok = torch.empty(n, dtype=torch.bool)
     start = 0
@@ -325,15 +338,23 @@ def files_key(paths: list[Path]) -> str:
 
 
 def decode_group(
-    group: FileSplit, channels: int, size: int, in_memory: bool, workers: int | None = None, desc: str = ""
+    group: FileSplit,
+    channels: int,
+    size: int,
+    in_memory: bool,
+    workers: int | None = None,
+    desc: str = "",
+    resize: int | None = None,
 ) -> Decoded:
     """Decode (or, when it streams, only check) every file of ``group`` once, through the cache.
 
     The cache entry is keyed on the file list with sizes and modification times (hashed here, in
-    the tag: one ``stat`` per file), the channels and the size."""
+    the tag: one ``stat`` per file), the channels, the size and the resize before the crop."""
     kind = "folder" if in_memory else "folder-check"
-    tag = f"{kind}-{channels}x{size}-{files_key(group.paths)[:16]}"
-    tensors = cached_tensors(tag, [], lambda: decode_files(group.paths, channels, size, in_memory, workers, desc))
+    tag = f"{kind}-{channels}x{size}{shape_tag(resize)}-{files_key(group.paths)[:16]}"
+    tensors = cached_tensors(
+        tag, [], lambda: decode_files(group.paths, channels, size, in_memory, workers, desc, resize)
+    )
     index = tensors["labels"]
     ok = torch.zeros(len(group), dtype=torch.bool)
     ok[index] = True
@@ -343,7 +364,14 @@ def decode_group(
     return Decoded(FileSplit([group.paths[i] for i in index.tolist()], labels), ok)
 
 
-def warn_skipped(not_images: list[Path], unreadable: list[Path], channels: int, size: int, show: int = 3) -> None:
+def shape_tag(resize: int | None) -> str:
+    """The cache tag's note of a resize-then-crop decoding (empty for the squeezed square)."""
+    return "" if resize is None else f"r{resize}"
+
+
+def warn_skipped(
+    not_images: list[Path], unreadable: list[Path], channels: int, size: int, show: int = 3, resize: int | None = None
+) -> None:
     """One warning for every skipped file: how many, and the first ``show`` with the reason."""
     skipped = sorted([(p, "name") for p in not_images] + [(p, "content") for p in unreadable])
     if not skipped:
@@ -354,7 +382,7 @@ def warn_skipped(not_images: list[Path], unreadable: list[Path], channels: int, 
             reasons.append(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
             continue
         try:
-            read_image(path, channels, size)
+            read_image(path, channels, size, resize=resize)
             reasons.append(f"{path}: unreadable")
         except UserError as exc:
             reasons.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
@@ -387,7 +415,13 @@ def hold_out(name: str, split: Split, val_fraction: float) -> dict[str, Split]:
 
 
 def train_stats(
-    name: str, group: FileSplit, decoded: Decoded | None, channels: int, size: int, limit: int = STATS_SAMPLE
+    name: str,
+    group: FileSplit,
+    decoded: Decoded | None,
+    channels: int,
+    size: int,
+    limit: int = STATS_SAMPLE,
+    resize: int | None = None,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std, in 0..1 units, of up to ``limit`` evenly spaced readable training files.
 
@@ -401,8 +435,10 @@ def train_stats(
         images = decoded.split.images[rows[keep]]
     else:
         paths = [group.paths[i] for i in sample.tolist()]
-        tag = f"folder-stats-{channels}x{size}-{files_key(paths)[:16]}"
-        images = cached_tensors(tag, [], lambda: decode_files(paths, channels, size, workers=0))["images"]
+        tag = f"folder-stats-{channels}x{size}{shape_tag(resize)}-{files_key(paths)[:16]}"
+        images = cached_tensors(tag, [], lambda: decode_files(paths, channels, size, workers=0, resize=resize))[
+            "images"
+        ]
     if len(images) == 0:
         raise UserError(f"{name}: no readable training images")
     batch = images.float() / 255

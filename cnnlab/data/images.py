@@ -78,15 +78,20 @@ def shrink(img: Image.Image, side: int) -> Image.Image:
     return img.reduce(factor)
 
 
-def to_model_input(img: Image.Image, channels: int, size: int, invert: bool = False) -> torch.Tensor:
+def to_model_input(
+    img: Image.Image, channels: int, size: int, invert: bool = False, resize: int | None = None
+) -> torch.Tensor:
     """PIL image → uint8 tensor [channels, size, size]: mode converted, resized with antialiasing,
-    optionally inverted (for dark-on-light drawings given to a light-on-dark model like MNIST's)."""
+    optionally inverted (for dark-on-light drawings given to a light-on-dark model like MNIST's).
+
+    ``resize=None`` squeezes the whole image into the square; ``resize=R`` (pretrained weights' way)
+    scales its shorter side to R, aspect kept, then crops the central ``size``×``size``."""
     from torchvision.transforms.v2 import functional as TF  # imported here: it takes a second to load
 
     if img.width < 1 or img.height < 1:
         raise UserError(f"image has no pixels ({img.width}x{img.height})")
     try:
-        img = _to_8bit(shrink(img, max(WORK_SIDE, 4 * size)))
+        img = _to_8bit(shrink(img, max(WORK_SIDE, 4 * (resize or size))))
         if img.mode in ALPHA_MODES:
             # Transparent pixels become white: what a drawing on a web page looks like.
             background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -98,6 +103,10 @@ def to_model_input(img: Image.Image, channels: int, size: int, invert: bool = Fa
     if invert:
         img = ImageOps.invert(img)
     tensor = TF.pil_to_tensor(img)
+    if resize is not None:
+        if min(tensor.shape[-2:]) != resize:
+            tensor = TF.resize(tensor, [resize], antialias=True)
+        return TF.center_crop(tensor, [size, size])
     if tensor.shape[-2:] != (size, size):
         tensor = TF.resize(tensor, [size, size], antialias=True)
     return tensor
@@ -125,10 +134,12 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(grey)
 
 
-def read_image(path: str | Path, channels: int, size: int, invert: bool = False) -> torch.Tensor:
+def read_image(
+    path: str | Path, channels: int, size: int, invert: bool = False, resize: int | None = None
+) -> torch.Tensor:
     """Read ``path`` as a uint8 tensor [channels, size, size] (see :func:`to_model_input`)."""
-    img = open_image(path, draft_side=max(WORK_SIDE, 4 * size))
+    img = open_image(path, draft_side=max(WORK_SIDE, 4 * (resize or size)))
     try:
-        return to_model_input(img, channels, size, invert)
+        return to_model_input(img, channels, size, invert, resize)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None

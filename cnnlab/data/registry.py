@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,17 +120,19 @@ def load_data(
     download: bool = True,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     memory_budget: float | None = None,
+    resize: int | None = None,
 ) -> Data:
     """Load the named dataset's ``splits`` (see :data:`DATASETS`, or ``folder:PATH`` / ``csv:FILE``).
 
     ``classes`` keeps only those classes, relabelled 0, 1, ... in the order given. For ``folder:`` and
     ``csv:`` only: ``image_size``, ``val_fraction`` (of each class held out for val when the data has no
     val split) and ``memory_budget`` (GiB of decoded images kept in memory, default a quarter of the
-    available memory; beyond it the images stream from the files).
+    available memory; beyond it the images stream from the files) and ``resize`` (scale the shorter
+    side to it, then crop the central ``image_size`` square: pretrained weights' preprocessing).
     """
     data_dir = Path(data_dir)
     if is_file_dataset(name):
-        data = _load_folder(name, image_size, splits, val_fraction, memory_budget)
+        data = _load_folder(name, image_size, splits, val_fraction, memory_budget, resize)
     else:
         info = DATASETS.get(name)
         if info is None:
@@ -159,11 +162,16 @@ def _load_builtin(info: DatasetInfo, data_dir: Path, splits: tuple[str, ...], do
 
 
 def _load_folder(
-    name: str, image_size: int | None, splits: tuple[str, ...], val_fraction: float, memory_budget: float | None
+    name: str,
+    image_size: int | None,
+    splits: tuple[str, ...],
+    val_fraction: float,
+    memory_budget: float | None,
+    resize: int | None,
 ) -> Data:
     from cnnlab.data.folder import load_image_dataset
 
-    return load_image_dataset(name, splits, image_size, val_fraction, memory_budget)
+    return load_image_dataset(name, splits, image_size, val_fraction, memory_budget, resize=resize)
 
 
 def is_file_dataset(name: str) -> bool:
@@ -236,7 +244,7 @@ def select_classes(data: Data, keep: list[str]) -> Data:
         subset.labels = new[keep_index]
         splits[split_name] = subset
     names = [data.classes[i] for i in chosen]
-    return Data(data.name, names, data.in_channels, data.image_size, data.mean, data.std, splits)
+    return dataclasses.replace(data, classes=names, splits=splits)
 
 
 def probe_available(name: str, data_dir: str | Path = "./data") -> bool:

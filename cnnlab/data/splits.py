@@ -56,6 +56,7 @@ class Data:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     splits: dict[str, Split] = field(default_factory=dict)
+    resize: int | None = None  # folder:/csv: images: shorter side scaled to this, then centre-cropped (None: squeezed)
 
     @property
     def num_classes(self) -> int:

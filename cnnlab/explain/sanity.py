@@ -41,7 +41,9 @@ def validation_images(predictor: Predictor, n: int) -> tuple[torch.Tensor, torch
     from cnnlab.data import load_data
 
     cfg = predictor.config
-    data = load_data(cfg.dataset, cfg.data_dir, ("val",), cfg.classes or None, predictor.image_size)
+    data = load_data(
+        cfg.dataset, cfg.data_dir, ("val",), cfg.classes or None, predictor.image_size, resize=predictor.resize
+    )
     split = data.splits["val"]
     k = min(n, len(split))
     if hasattr(split, "images"):

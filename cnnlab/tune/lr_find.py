@@ -32,11 +32,11 @@ import torch
 
 from cnnlab.checkpoint import rng_state, set_rng_state
 from cnnlab.config import MAX_FACTOR, TrainConfig, validate
-from cnnlab.data import load_data, make_batches
+from cnnlab.data import make_batches
 from cnnlab.engine import make_loss, make_optimizer
 from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
-from cnnlab.training import model_for
+from cnnlab.training import model_for, training_data
 
 SMOOTHING = 0.98  # β of the moving average
 EXPLODE_FACTOR = 4.0  # stop once the smoothed loss exceeds this many times its minimum
@@ -109,7 +109,7 @@ def _range_test(
 ) -> tuple[list[float], list[float], str]:
     """Train with the growing rate; return the rates, the raw losses and why it stopped."""
     device = resolve_device(cfg.device)
-    data = load_data(cfg.dataset, cfg.data_dir, ("train",), cfg.classes or None, cfg.image_size)
+    data = training_data(cfg, ("train",))
     model = model_for(cfg, data).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
