@@ -212,6 +212,8 @@ def describe(data: Data) -> str:
     counts = " / ".join(f"{len(split):,} {split_name}" for split_name, split in data.splits.items())
     colour = "grey" if data.in_channels == 1 else "RGB"
     size = f"{data.image_size}x{data.image_size}"
+    if data.resize is not None:
+        size += f" (shorter side resized to {data.resize}, centre crop)"
     if all(isinstance(split, TensorSplit) for split in data.splits.values()):
         held = sum(split.images.numel() for split in data.splits.values())
         where = f"in memory ({held / 2**20:,.1f} MiB)"
