@@ -221,10 +221,30 @@ class TorchvisionNet(nn.Module):
         self.train()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grey:
-            x = x.expand(-1, 3, -1, -1)
-        out = self.net(x)
+        out = self.scores(x)
         return torch.log_softmax(out, dim=1) if self.log_probabilities else out
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The class scores (logits) before log_softmax."""
+        return self.net(x.expand(-1, 3, -1, -1) if self.grey else x)
+
+
+class ClassScores(nn.Module):
+    """A :class:`TorchvisionNet` up to its class scores (what attribution methods explain); shares its layers."""
+
+    def __init__(self, model: TorchvisionNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.scores(x)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The layers of a model, one line each: cnnlab's sequential models in full, torchvision's by their blocks."""
+    if isinstance(model, TorchvisionNet):
+        return [f"{name}: {type(block).__name__}" for name, block in model.net.named_children()]
+    return [str(layer) for layer in model.children()]
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:

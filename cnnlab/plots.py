@@ -15,6 +15,8 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from torch import nn  # noqa: E402
 
+from cnnlab.errors import UserError  # noqa: E402
+
 
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
@@ -104,9 +106,12 @@ def plot_filters(weight: torch.Tensor, path: str | Path, title: str = "first-lay
 
 
 @torch.no_grad()
-def feature_maps(model: nn.Sequential, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """(layer name, output [C, H, W]) after each Conv2d's following activation, for one image x [1, C, H, W]."""
+def feature_maps(model: nn.Module, x: torch.Tensor, limit: int = 4) -> list[tuple[str, torch.Tensor]]:
+    """(layer name, output [C, H, W]) after each Conv2d's following activation, for one image x [1, C, H, W];
+    for a model that is not a plain sequence (torchvision's), the outputs of its first ``limit`` convolutions."""
     model.eval()
+    if not isinstance(model, nn.Sequential):
+        return _first_conv_outputs(model, x, limit)
     maps = []
     convs_seen = 0
     for layer in model:
@@ -115,6 +120,21 @@ def feature_maps(model: nn.Sequential, x: torch.Tensor) -> list[tuple[str, torch
             convs_seen += 1
         if isinstance(layer, nn.ReLU) and convs_seen and (not maps or maps[-1][0] != f"conv{convs_seen}"):
             maps.append((f"conv{convs_seen}", x[0].clone()))
+    return maps
+
+
+def _first_conv_outputs(model: nn.Module, x: torch.Tensor, limit: int) -> list[tuple[str, torch.Tensor]]:
+    maps: list[tuple[str, torch.Tensor]] = []
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)][:limit]
+    hooks = [
+        conv.register_forward_hook(lambda module, args, out, n=n: maps.append((f"conv{n}", out[0].clone())))
+        for n, conv in enumerate(convs, 1)
+    ]
+    try:
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
     return maps
 
 
@@ -133,7 +153,9 @@ def plot_feature_maps(model: nn.Sequential, x: torch.Tensor, path: str | Path, m
 
 
 def architecture_stages(model: nn.Sequential, in_shape: tuple[int, int, int]) -> list[tuple[str, tuple[int, ...]]]:
-    """(label, output shape) for the input and for each conv, pool and linear layer."""
+    """(label, output shape) for the input and for each conv, pool and linear layer of a sequential model."""
+    if not isinstance(model, nn.Sequential):
+        raise UserError("the diagram (--plot) draws cnnlab's own sequential models; the table describes tv: models")
     stages: list[tuple[str, tuple[int, ...]]] = [("input", in_shape)]
     x = torch.zeros(1, *in_shape)
     model.eval()

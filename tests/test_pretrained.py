@@ -140,6 +140,18 @@ def test_a_fine_tuned_model_reads_images_as_its_training_did(torch_home: Path, t
     probs = predictor.probabilities(predictor.read(files.paths[0]).unsqueeze(0))[0]
     assert cnnlab.predict(out, files.paths[0])[0]["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
 
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve.app import create_app
+
+    upload = {"file": ("photo.png", files.paths[0].read_bytes(), "image/png")}
+    with TestClient(create_app(out)) as client:
+        answer = client.post("/api/predict", files=upload).json()
+        assert answer["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
+        assert [m["name"] for m in answer["feature_maps"]] == ["conv1", "conv2", "conv3", "conv4"]
+        assert client.post("/api/explain", files=upload).status_code == 200
+        assert "fc: Linear" in client.get("/api/model").json()["layers"]
+
 
 @pytest.mark.slow
 def test_exported_torchvision_model_matches_cnnlab(torch_home: Path, tmp_path: Path):

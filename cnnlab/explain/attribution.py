@@ -30,6 +30,7 @@ from torch import nn
 from cnnlab.errors import UserError
 from cnnlab.explain import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, load
+from cnnlab.models import ClassScores, TorchvisionNet
 from cnnlab.preprocess import require_content
 
 IG_STEPS = 32
@@ -53,6 +54,8 @@ def class_scores(model: nn.Module, num_classes: int) -> nn.Module:
     confident answers); a one-logit binary model gives two scores. Shares the model's layers."""
     if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.LogSoftmax):
         return model[:-1]
+    if isinstance(model, TorchvisionNet) and model.log_probabilities:
+        return ClassScores(model)
     if num_classes == 2 and _outputs(model) == 1:
         return _BinaryScores(model)
     return model

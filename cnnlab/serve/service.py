@@ -22,6 +22,7 @@ import torch
 from cnnlab.errors import UserError
 from cnnlab.explain import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, load
+from cnnlab.models import layer_names
 from cnnlab.preprocess import require_content
 
 MAX_CHANNELS = 32  # feature maps shown per layer
@@ -108,7 +109,7 @@ class ModelService:
             "preprocessing": p.preprocessing.describe(),
             "preprocessing_summary": p.preprocessing.summary(),
             "parameters": sum(t.numel() for t in p.model.parameters()),
-            "layers": [str(layer) for layer in p.model],
+            "layers": layer_names(p.model),
             "status": self.run_config.get("status"),
             "best_val_acc": result.get("best_val_acc"),
             "final_val_acc": result.get("final_val_acc"),
