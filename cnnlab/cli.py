@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cnnlab.config import (
+    BALANCES,
     COMPILE_MODES,
     DEVICES,
     DTYPES,
@@ -38,7 +39,7 @@ _FLAG_TYPES: dict[str, Any] = {
 }  # fmt: skip
 _CHOICES = {
     "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES, "compile_mode": COMPILE_MODES,
-    "monitor": MONITORS, "dtype": DTYPES,
+    "monitor": MONITORS, "dtype": DTYPES, "balance": BALANCES,
 }  # fmt: skip
 
 
