@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, make_image_folder
 
 import cnnlab
 from cnnlab.checkpoint import load_checkpoint
@@ -228,3 +228,21 @@ def test_early_stop_zero_is_refused_before_anything_is_written(tmp_path: Path, c
     assert main(["train", "--early-stop", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--early-stop must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_defaults_to_the_test_split_where_your_own_images_have_one(tmp_path: Path, mnist5k):
+    from cnnlab.data import default_split
+
+    flat = make_image_folder(tmp_path / "flat", mnist5k, per_class=3)
+    split_root = tmp_path / "split"
+    make_image_folder(split_root / "train", mnist5k, per_class=3)
+    make_image_folder(split_root / "test", mnist5k, per_class=2)
+    rows = ["image,label,split"] + [
+        f"{p.relative_to(flat)},{p.parent.name},{'test' if i % 3 == 0 else 'train'}"
+        for i, p in enumerate(sorted(flat.rglob("*.*")))
+    ]
+    (flat / "list.csv").write_text("\n".join(rows) + "\n")
+    assert default_split(f"folder:{flat}") == "val"
+    assert default_split(f"folder:{split_root}") == "test"
+    assert default_split(f"csv:{flat / 'list.csv'}") == "test"
+    assert default_split("mnist") == "test" and default_split("mnist5k") == "val"

@@ -104,7 +104,12 @@ def dataset_names() -> list[str]:
 
 
 def default_split(name: str) -> str:
-    """The split an evaluation uses by default: ``test`` where the dataset has one, else ``val``."""
+    """The split an evaluation uses by default: ``test`` where the dataset has one (a ``folder:`` with a
+    ``test/`` folder, a ``csv:`` file with test rows), else ``val``."""
+    if is_file_dataset(name):
+        from cnnlab.data.folder import scan
+
+        return "test" if "test" in scan(name).groups else "val"
     info = DATASETS.get(name)
     if info is None:
         return "val"
