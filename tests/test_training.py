@@ -172,7 +172,6 @@ def test_the_default_layout_is_channels_last_and_the_old_one_a_flag(tmp_path: Pa
 def test_a_folder_run_is_stored_with_an_absolute_path_and_evaluates_from_elsewhere(
     tmp_path: Path, mnist5k, monkeypatch, capsys
 ):
-
     make_image_folder(tmp_path / "work" / "ds", mnist5k, per_class=6)
     monkeypatch.chdir(tmp_path / "work")
     assert main(["train", "--dataset", "folder:ds", "--epochs", "1", "--out", "run", "--quiet"]) == 0
