@@ -23,9 +23,11 @@ from tqdm import tqdm  # text bar everywhere: a Jupyter widget bar would not sur
 from cnnlab.checkpoint import rng_state, save_atomic, set_rng_state
 from cnnlab.config import TrainConfig
 from cnnlab.data import Data, make_batches
+from cnnlab.data.loaders import balanced_sample_weights
 from cnnlab.env import resolve_device
 from cnnlab.errors import Diverged, Interrupted, UserError
 from cnnlab.losses import LN2, get_loss, predictions
+from cnnlab.models import set_trainable
 
 SYNC_EVERY = 25
 T = TypeVar("T")
@@ -118,7 +120,28 @@ class TrainState:
         return self.history + ([self.partial] if self.partial else [])
 
 
-def make_loss(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``--balance weights``: per class w_c = N / (K · n_c), N samples, K classes, n_c samples of class c
+    (a class without samples gets 0). With every class present the weights average to 1 over the
+    samples, so the loss keeps its scale while each class counts as much as every other in total."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    weights = len(labels) / (num_classes * counts)
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
+def make_loss(
+    cfg: TrainConfig, class_weights: torch.Tensor | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss ``cfg`` names. With ``class_weights`` (``nll`` or ``ce``) the class-weighted mean
+    E = Σ_n w_(y_n) ℓ_n / Σ_n w_(y_n), as torch's ``weight=`` computes it."""
+    if class_weights is not None:
+        if cfg.loss == "nll":
+            return lambda output, target: F.nll_loss(output, target, weight=class_weights)
+        if cfg.loss == "ce":
+            return lambda output, target: F.cross_entropy(
+                output, target, weight=class_weights, label_smoothing=cfg.label_smoothing
+            )
+        raise UserError(f"--balance weights works with --loss nll or ce, not {cfg.loss}; use --balance sampler")
     if cfg.label_smoothing:
         return lambda output, target: F.cross_entropy(output, target, label_smoothing=cfg.label_smoothing)
     return get_loss(cfg.loss)
@@ -220,17 +243,25 @@ def fit(
     ``on_epoch(state)`` after every epoch's checkpoints. When ``should_stop()`` turns true, ``last.pt``
     is saved and :class:`Interrupted` raised. ``world`` is the job this process is part of (default:
     one process on ``cfg.device``; see :func:`cnnlab.distributed.join`).
+
+    ``cfg.balance``: ``weights`` weights the training loss by :func:`class_weights`, ``sampler`` draws
+    each epoch's samples ∝ 1/class size (:func:`cnnlab.data.loaders.epoch_order`); validation stays
+    the plain mean either way. ``cfg.freeze``: the first ``freeze`` epochs train only the head.
     """
     world = world or World(resolve_device(cfg.device))
     device, progress = world.device, cfg.progress and world.is_main
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    loss_fn = world.shard_loss(make_loss(cfg))
+    dtype, train_labels = next(model.parameters()).dtype, data.splits["train"].labels
+    weighted = class_weights(train_labels, data.num_classes).to(device, dtype) if cfg.balance == "weights" else None
+    loss_fn = world.shard_loss(make_loss(cfg, weighted))  # training: class-weighted with --balance weights
+    val_loss_fn = world.shard_loss(make_loss(cfg))  # validation: the plain mean, comparable across runs
     shard = dict(channels_last=cfg.channels_last, rank=world.rank, world_size=world.size)
     train_batches = make_batches(
         data.splits["train"], data, cfg.batch_size * world.size, device,  # --batch-size is per process
-        dtype=next(model.parameters()).dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, **shard,
+        dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, **shard,
+        sample_weights=balanced_sample_weights(train_labels) if cfg.balance == "sampler" else None,
     )  # fmt: skip
     val_batches = eval_batches(data, "val", cfg, model, **shard)
     weights = world.loss_weights(train_batches.n, train_batches.batch_size)
@@ -256,6 +287,8 @@ def fit(
     stop = state.stopped_early is not None
     while state.epoch <= cfg.epochs and not stop:
         epoch, started = state.epoch, time.perf_counter()
+        if cfg.freeze:
+            set_trainable(model, head_only=epoch <= cfg.freeze)
         model.train()
         if state.sums is None:
             state.sums = torch.zeros(3, dtype=torch.float64)
@@ -304,7 +337,7 @@ def fit(
                 break
         bar.close()
         watch.check()
-        val = world.evaluated(evaluate(model, val_batches, loss_fn))
+        val = world.evaluated(evaluate(model, val_batches, val_loss_fn))
         sums = world.summed(sums)
         train_loss, train_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
         if not math.isfinite(train_loss) or not math.isfinite(val["loss"]):

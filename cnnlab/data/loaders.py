@@ -1,7 +1,8 @@
 """Batches for training and evaluation.
 
-Every split is visited in the order :func:`epoch_order` gives (a seeded permutation per epoch), cut
-into consecutive slices of ``batch_size`` (the last one may be shorter).
+Every split is visited in the order :func:`epoch_order` gives (a seeded permutation per epoch, or with
+``--balance sampler`` a seeded weighted draw), cut into consecutive slices of ``batch_size`` (the last
+one may be shorter).
 
 * :class:`TensorBatches` (in-memory splits): the uint8 images live on the device; each batch is an
   index into them, normalised (and optionally augmented) on the device. No per-sample Python.
@@ -25,10 +26,21 @@ from cnnlab.data.images import read_image
 from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of ``range(n)`` that epoch ``epoch`` (1-based) of a run with ``seed`` uses."""
+def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The sample order that epoch ``epoch`` (1-based) of a run with ``seed`` uses: a permutation of
+    ``range(n)``, or with per-sample ``weights`` ``n`` draws with replacement, sample i drawn with
+    probability weights[i] / Σ weights. Either way a pure function of its arguments."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if weights is not None:
+        return torch.multinomial(weights.double(), n, replacement=True, generator=generator)
     return torch.randperm(n, generator=generator)
+
+
+def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:
+    """``--balance sampler``: per sample 1 / n_c, n_c the number of samples of its class, so that
+    each class is drawn equally often in expectation."""
+    counts = torch.bincount(labels)
+    return 1.0 / counts[labels].double()
 
 
 def num_batches(n: int, batch_size: int) -> int:
@@ -83,8 +95,12 @@ class Batches:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        sample_weights: torch.Tensor | None = None,
     ):
+        if sample_weights is not None and len(sample_weights) != n:
+            raise ValueError(f"sample_weights has {len(sample_weights)} entries for {n} samples")
         self.n, self.data, self.batch_size, self.device = n, data, batch_size, device
+        self.sample_weights = sample_weights  # with shuffle: each epoch is a weighted draw (epoch_order)
         self.shuffle, self.seed, self.dtype = shuffle, seed, dtype
         self.augment, self.rank, self.world_size = augment, rank, world_size
         self.channels_last = channels_last
@@ -99,7 +115,7 @@ class Batches:
     def batch_indices(self, epoch: int, start: int, device: torch.device | None = None) -> Iterator[torch.Tensor]:
         """This rank's sample indices for batches ``start``, ``start + 1``, ... of ``epoch``; on ``device``
         if given (the epoch's order is copied there once, not once per batch)."""
-        order = epoch_order(self.n, self.seed, epoch) if self.shuffle else torch.arange(self.n)
+        order = epoch_order(self.n, self.seed, epoch, self.sample_weights) if self.shuffle else torch.arange(self.n)
         if device is not None:
             order = to_device(order, device)
         for b in range(start, len(self)):
@@ -154,11 +170,14 @@ class FileBatches(Batches):
         self.workers = min(4, max(0, (os.cpu_count() or 1) - 1))
 
     def batches(self, epoch: int = 1, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # generator: its own, or the DataLoader draws its workers' seed from the global RNG (dropout's) once
+        # per epoch, and a run resumed mid-epoch would drop out differently from one that was not stopped
         loader = DataLoader(
             self.dataset,
             batch_sampler=[index.tolist() for index in self.batch_indices(epoch, start)],
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),
         )
         for images, labels in loader:
             yield self.prepare(images.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
