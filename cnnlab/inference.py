@@ -39,7 +39,6 @@ class Predictor:
     path: Path
     resize: int | None = None  # trained on images scaled (shorter side) to this, then centre-cropped
 
-
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

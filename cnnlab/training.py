@@ -116,12 +116,11 @@ def train(
         cfg = cfg.replace(batch_size=world.per_process_batch(cfg.batch_size, ckpt.get("world_size", 1)))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed, cfg.deterministic)
-
     if cfg.freeze and world.size > 1:
         raise UserError("--freeze works in one process for now; train without --nproc, or without --freeze")
     with world.main_first():  # rank 0 downloads and caches (data, pretrained weights), then the others read
         data = training_data(cfg)
+        seed_everything(cfg.seed, cfg.deterministic)  # after loading: a cold or warm cache gives the same weights
         model = model_for(cfg, data, pretrained=ckpt is None)  # a resumed run's weights come from its last.pt
     if cfg.pretrained:
         notes = {**notes, "pretrained_weights": weights_file(cfg.model).name}

@@ -151,14 +151,16 @@ class TensorBatches(Batches):
 
 
 class _FileDataset(Dataset):
-    def __init__(self, split: FileSplit, channels: int, size: int):
-        self.split, self.channels, self.size = split, channels, size
+    """File ``i`` decoded as the dataset's images were (:func:`read_image`, the resize-and-crop included)."""
+
+    def __init__(self, split: FileSplit, channels: int, size: int, resize: int | None = None):
+        self.split, self.channels, self.size, self.resize = split, channels, size, resize
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return read_image(self.split.paths[i], self.channels, self.size), self.split.labels[i]
+        return read_image(self.split.paths[i], self.channels, self.size, resize=self.resize), self.split.labels[i]
 
 
 class FileBatches(Batches):
@@ -166,7 +168,7 @@ class FileBatches(Batches):
 
     def __init__(self, split: FileSplit, data: Data, batch_size: int, device: torch.device, **kwargs):
         super().__init__(len(split), data, batch_size, device, **kwargs)
-        self.dataset = _FileDataset(split, data.in_channels, data.image_size)
+        self.dataset = _FileDataset(split, data.in_channels, data.image_size, data.resize)
         self.workers = min(4, max(0, (os.cpu_count() or 1) - 1))
 
     def batches(self, epoch: int = 1, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
