@@ -129,6 +129,19 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
+def balancing(
+    cfg: TrainConfig, data: Data, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``--balance``: (class weights for the training loss, on ``device`` in ``dtype``; per-sample weights
+    for each epoch's draw), each None where that balancing is not used."""
+    labels = data.splits["train"].labels
+    if cfg.balance == "weights":
+        return class_weights(labels, data.num_classes).to(device, dtype), None
+    if cfg.balance == "sampler":
+        return None, balanced_sample_weights(labels)
+    return None, None
+
+
 def make_loss(
     cfg: TrainConfig, class_weights: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -253,15 +266,14 @@ def fit(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    dtype, train_labels = next(model.parameters()).dtype, data.splits["train"].labels
-    weighted = class_weights(train_labels, data.num_classes).to(device, dtype) if cfg.balance == "weights" else None
+    dtype = next(model.parameters()).dtype
+    weighted, sample_weights = balancing(cfg, data, device, dtype)
     loss_fn = world.shard_loss(make_loss(cfg, weighted))  # training: class-weighted with --balance weights
     val_loss_fn = world.shard_loss(make_loss(cfg))  # validation: the plain mean, comparable across runs
     shard = dict(channels_last=cfg.channels_last, rank=world.rank, world_size=world.size)
     train_batches = make_batches(
         data.splits["train"], data, cfg.batch_size * world.size, device,  # --batch-size is per process
-        dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, **shard,
-        sample_weights=balanced_sample_weights(train_labels) if cfg.balance == "sampler" else None,
+        dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, sample_weights=sample_weights, **shard,
     )  # fmt: skip
     val_batches = eval_batches(data, "val", cfg, model, **shard)
     weights = world.loss_weights(train_batches.n, train_batches.batch_size)

@@ -33,7 +33,7 @@ import torch
 from cnnlab.checkpoint import rng_state, set_rng_state
 from cnnlab.config import MAX_FACTOR, TrainConfig, validate
 from cnnlab.data import make_batches
-from cnnlab.engine import make_loss, make_optimizer
+from cnnlab.engine import balancing, make_loss, make_optimizer
 from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
 from cnnlab.training import model_for, training_data
@@ -113,12 +113,14 @@ def _range_test(
     model = model_for(cfg, data).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    dtype = next(model.parameters()).dtype
+    class_weights, sample_weights = balancing(cfg, data, device, dtype)  # --balance, as training does
     batches = make_batches(
         data.splits["train"], data, cfg.batch_size, device, shuffle=True, seed=cfg.seed, augment=cfg.augment,
-        dtype=next(model.parameters()).dtype, channels_last=cfg.channels_last,
+        dtype=dtype, channels_last=cfg.channels_last, sample_weights=sample_weights,
     )  # fmt: skip
     optimizer = make_optimizer(model, cfg)
-    loss_fn = make_loss(cfg)
+    loss_fn = make_loss(cfg, class_weights)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     model.train()
     lrs: list[float] = []
