@@ -13,7 +13,6 @@ should still be the user's own.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
 from collections.abc import Callable
@@ -49,7 +48,7 @@ def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # the array's buffer: no copy
     return digest.hexdigest()
 
 
@@ -94,11 +93,10 @@ def is_split(tensors: Any) -> bool:
 
 
 def write_entry(path: Path, key: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Save ``tensors`` with the source key and their hash (atomically)."""
+    """Save ``tensors`` with the source key and their hash (atomically; straight into the file, without a
+    copy of the tensors in memory)."""
     entry = {"format": FORMAT, "key": key, "sha256": tensors_hash(tensors), "tensors": tensors}
-    buffer = io.BytesIO()
-    torch.save(entry, buffer)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, lambda f: torch.save(entry, f))
 
 
 def read_entry(path: Path, key: str) -> tuple[dict[str, torch.Tensor] | None, str]:
