@@ -328,12 +328,16 @@ def _download_weights(url: str, path: Path, progress: bool) -> None:
     import torch.hub
 
     digest = re.search(r"-([a-f0-9]+)\.", os.path.basename(url))
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if progress:
             print(f"downloading {url} to {path}", flush=True)
         torch.hub.download_url_to_file(url, str(path), digest.group(1) if digest else None, progress=progress)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a wrong hash is a RuntimeError
+        for folder in made:  # leave no empty cache folders behind (deepest first)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         reason = getattr(exc, "reason", None) or exc
         raise UserError(
             f"--pretrained: cannot download {path.name} ({reason}); offline, copy that file into {path.parent}/ "

@@ -70,7 +70,7 @@ def test_offline_without_the_weights_is_one_line_and_leaves_no_run_folder(torch_
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     expected = weights_file(MODEL)
     assert expected.name in lines[0] and str(expected.parent) in lines[0]
-    assert not out.exists()
+    assert not out.exists() and not torch_home.exists()  # no run folder, no empty cache folders
 
 
 @pytest.mark.slow
