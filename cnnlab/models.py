@@ -306,9 +306,7 @@ def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> 
     """Copy ``tv:NAME``'s DEFAULT weights into ``model``, all but the layers whose shape differs (the
     head, sized for other classes); returns the names of those left as initialised. The file is read
     from torchvision's cache, or downloaded into it; offline without it, a UserError says where it goes."""
-    path = weights_file(name)
-    if not path.is_file():
-        _download_weights(default_weights(name).url, path, progress)
+    path = ensure_weights(name, progress)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -321,6 +319,15 @@ def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> 
         raise UserError(f"{path}: these are not the weights of {name} (only {len(fits)} of {len(own)} tensors fit)")
     model.net.load_state_dict(fits, strict=False)
     return sorted(set(own) - set(fits))
+
+
+def ensure_weights(name: str, progress: bool = True) -> Path:
+    """The file of ``tv:NAME``'s DEFAULT weights in torchvision's cache, downloaded into it when missing
+    (offline: a UserError naming the file and where it goes)."""
+    path = weights_file(name)
+    if not path.is_file():
+        _download_weights(default_weights(name).url, path, progress)
+    return path
 
 
 def _download_weights(url: str, path: Path, progress: bool) -> None:

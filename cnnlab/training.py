@@ -27,7 +27,7 @@ from cnnlab.data.registry import canonical_dataset, describe, is_file_dataset
 from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
-from cnnlab.models import build_model, load_pretrained, weights_file, weights_preprocessing
+from cnnlab.models import build_model, ensure_weights, load_pretrained, weights_file, weights_preprocessing
 
 
 @dataclass
@@ -119,6 +119,8 @@ def train(
     if cfg.freeze and world.size > 1:
         raise UserError("--freeze works in one process for now; train without --nproc, or without --freeze")
     with world.main_first():  # rank 0 downloads and caches (data, pretrained weights), then the others read
+        if cfg.pretrained and ckpt is None:
+            ensure_weights(cfg.model, cfg.progress)  # before decoding any image: offline, say so at once
         data = training_data(cfg)
         seed_everything(cfg.seed, cfg.deterministic)  # after loading: a cold or warm cache gives the same weights
         model = model_for(cfg, data, pretrained=ckpt is None)  # a resumed run's weights come from its last.pt

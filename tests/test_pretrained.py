@@ -78,10 +78,10 @@ def test_pretrained_weights_are_loaded_and_frozen_for_the_first_epochs(torch_hom
     stand_in = stand_in_weights()
     data = photo_folder(tmp_path / "photos")
     out = tmp_path / "run"
-    common = ["--model", MODEL, "--pretrained", "--freeze", "1", "--dataset", f"folder:{data}", "--image-size", "32"]
-    common += ["--batch-size", "8", "--optimizer", "adam", "--lr", "0.003", "--out", str(out), "--quiet"]
-    proc = run_cli("train", *common, "--epochs", "1")
-    assert proc.returncode == 0, proc.stderr
+    cnnlab.train(
+        model=MODEL, pretrained=True, freeze=1, dataset=f"folder:{data}", image_size=32, batch_size=8,
+        optimizer="adam", lr=0.003, epochs=1, out=str(out), progress=False,
+    )  # fmt: skip
     ckpt = load_checkpoint(out / "last.pt")
     model = cnnlab.load(out).model
     head = {id(p) for p in head_parameters(model)}
@@ -102,8 +102,7 @@ def test_pretrained_weights_are_loaded_and_frozen_for_the_first_epochs(torch_hom
 
     # Resumed for a second epoch: everything learns now, and no weights are fetched again.
     os.remove(weights_file(MODEL))
-    proc = run_cli("train", "--resume", str(out), "--epochs", "2", "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    cnnlab.train(resume=out, epochs=2, progress=False)
     after = load_checkpoint(out / "last.pt")["model"]
     changed = [n for n, _ in model.named_parameters() if not torch.equal(after[n], ckpt["model"][n])]
     assert len(changed) == len(list(model.parameters()))
@@ -209,9 +208,9 @@ def test_wrong_or_misused_weights_are_one_line(torch_home: Path, tmp_path: Path,
         assert not (tmp_path / "run").exists()
 
 
-def test_models_lists_torchvisions_classifiers():
-    proc = run_cli("models")
-    assert proc.returncode == 0, proc.stderr
-    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith("tv:")}
+def test_models_lists_torchvisions_classifiers(capsys: pytest.CaptureFixture):
+    assert cli_main(["models"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("tv:")}
     assert rows["tv:resnet18"][1] == "11,689,512" and rows["tv:resnet18"][2] == "69.8%"
-    assert len(rows) > 50 and "seednet" in proc.stdout
+    assert len(rows) > 50 and "seednet" in out
