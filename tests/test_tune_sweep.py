@@ -180,3 +180,24 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert [t["state"] for t in result["trials"]] == ["FAIL", "FAIL"] and result["best"] is None
     assert sum("diverged" in line for line in lines) == 2
     assert runs.read_config(tmp_path / "sw" / "sweep" / "trial-0001")["status"] == "failed"
+
+
+def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path: Path) -> None:
+    """Optuna's heartbeat fails a trial whose process was killed; its run folder's config.json, which
+    the killed process left saying "running", then says "failed" too."""
+    from cnnlab.tune.sweep import _open_storage
+
+    storage = _open_storage(sqlite_url(tmp_path), create=True)
+    storage.grace_period = 1  # the test does not wait the real grace period of 30 s
+    study = optuna.create_study(storage=storage, study_name="s")
+    run_dir = tmp_path / "trial-0000"
+    run_dir.mkdir()
+    runs.write_config(run_dir, TrainConfig().to_dict(), "running")
+    trial = study.ask()
+    trial.set_user_attr("run_dir", str(run_dir))
+    storage.record_heartbeat(trial._trial_id)  # then the process "dies": no more heartbeats
+    time.sleep(2.2)
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    config = runs.read_config(run_dir)
+    assert config["status"] == "failed" and "killed" in config["error"]

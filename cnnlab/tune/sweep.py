@@ -373,15 +373,41 @@ def _open_storage(url: str, create: bool) -> Any:
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
             with _quiet_optuna():
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S
-                )
+                return _rdb_storage(optuna, url, engine_kwargs)
         except Exception as exc:  # any driver's failure to connect (missing module, refused, bad file)
             if attempt < OPEN_ATTEMPTS and _schema_race(exc, is_sqlite):
                 time.sleep(0.5 * attempt)
                 continue
             raise UserError(f"--storage {_redacted(url)}: cannot open it ({_first_line(exc)})") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _rdb_storage(optuna: Any, url: str, engine_kwargs: dict[str, Any]) -> Any:
+    """Optuna's RDB storage with a heartbeat; a trial whose process died is marked failed in its run folder
+    too (Optuna ≥ 4.9 names the callback ``heartbeat_stale_trial_callback``, older ones ``failed_trial_callback``)."""
+    heartbeat = dict(heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_stale_trial_callback=mark_dead_trial, **heartbeat
+        )
+    except TypeError:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, failed_trial_callback=mark_dead_trial, **heartbeat
+        )
+
+
+def mark_dead_trial(study: Any, trial: Any) -> None:
+    """Optuna's heartbeat found ``trial``'s process gone (killed) and failed the trial: say so in its run
+    folder's ``config.json``, which still says "running"."""
+    run_dir = trial.user_attrs.get("run_dir")
+    if not run_dir or not (Path(run_dir) / "config.json").is_file():
+        return
+    if runs.read_config(Path(run_dir)).get("status") == "running":
+        runs.set_status(
+            Path(run_dir),
+            "failed",
+            error="its sweep process stopped without finishing it (killed?); the study counts it failed",
+        )
 
 
 def _schema_race(exc: Exception, is_sqlite: bool) -> bool:
