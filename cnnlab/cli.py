@@ -210,7 +210,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print(f"{'name':<16} {'shape':<9} {'classes':>7}  {'offline now':<11}  description")
     for name, info in DATASETS.items():
         shape = f"{info.in_channels}x{info.image_size}x{info.image_size}"
-        available = "yes" if probe_available(name, args.data_dir) else "no"
+        available = probe_available(name, args.data_dir)
         print(f"{name:<16} {shape:<9} {len(info.classes):>7}  {available:<11}  {info.description}")
     print(f"{'folder:PATH':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images, one sub-folder per class")
     print(f"{'csv:FILE.csv':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images listed with their labels")

@@ -328,3 +328,17 @@ def test_eval_with_a_nonexistent_data_dir_is_one_line_and_creates_nothing(tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: mnist: test files not found") and err.count("\n") == 1, err
     assert not missing.exists()
+
+
+def test_datasets_says_which_splits_are_there_offline(tmp_path: Path, idx_test_dir: Path, mnist5k):
+    from cnnlab.data.registry import probe_available
+
+    assert probe_available("mnist", idx_test_dir) == "test only"  # enough for eval --split test
+    assert probe_available("mnist", tmp_path) == "no" and probe_available("mnist5k", tmp_path) == "yes"
+    train = mnist5k.splits["train"]
+    write_idx(tmp_path / "train-images-idx3-ubyte", train.images[:, 0].numpy())
+    write_idx(tmp_path / "train-labels-idx1-ubyte", train.labels.numpy().astype(np.uint8))
+    assert probe_available("mnist", tmp_path) == "train only"
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes((idx_test_dir / name).read_bytes())
+    assert probe_available("mnist", tmp_path) == "yes"

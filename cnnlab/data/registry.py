@@ -254,18 +254,23 @@ def select_classes(data: Data, keep: list[str]) -> Data:
     return dataclasses.replace(data, classes=names, splits=splits)
 
 
-def probe_available(name: str, data_dir: str | Path = "./data") -> bool:
-    """Whether ``name`` can be loaded right now without a download."""
+def probe_available(name: str, data_dir: str | Path = "./data") -> str:
+    """Which of ``name``'s source files are there without a download: ``yes`` (all), ``train only``,
+    ``test only`` (enough for ``eval --split test``) or ``no``."""
     info = DATASETS[name]
     if not info.tv_class:
-        return True
+        return "yes"
     data_dir = Path(data_dir)
     if name.startswith("cifar"):
         from cnnlab.data.cifar import FORMATS, find_files
 
-        return all(find_files(data_dir, FORMATS[name], source) for source in ("train", "test"))
-    from cnnlab.data.idx import find_idx_file
-    from cnnlab.data.vision import IDX_FILES
+        present = {source for source in ("train", "test") if find_files(data_dir, FORMATS[name], source)}
+    else:
+        from cnnlab.data.idx import find_idx_file
+        from cnnlab.data.vision import IDX_FILES
 
-    folders = [data_dir, data_dir / info.tv_class / "raw"]
-    return all(find_idx_file(folders, stem) for pair in IDX_FILES.values() for stem in pair)
+        folders = [data_dir, data_dir / info.tv_class / "raw"]
+        present = {source for source, pair in IDX_FILES.items() if all(find_idx_file(folders, s) for s in pair)}
+    if present == {"train", "test"}:
+        return "yes"
+    return f"{present.pop()} only" if present else "no"
