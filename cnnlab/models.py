@@ -16,6 +16,7 @@ repeated to three channels; outputs are log-probabilities like every other model
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -161,11 +162,12 @@ def describe(name: str) -> str:
 # ---- torchvision's models ------------------------------------------------------------------------
 
 
-def torchvision_models() -> list[str]:
+@functools.cache
+def torchvision_models() -> tuple[str, ...]:
     """torchvision's image-classification models (not its detection, segmentation or video ones)."""
     from torchvision import models
 
-    return models.list_models(module=models)
+    return tuple(models.list_models(module=models))
 
 
 def torchvision_catalogue() -> list[dict[str, Any]]:
@@ -302,9 +304,9 @@ def weights_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(default_weights(name).url)
 
 
-def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> list[str]:
+def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> None:
     """Copy ``tv:NAME``'s DEFAULT weights into ``model``, all but the layers whose shape differs (the
-    head, sized for other classes); returns the names of those left as initialised. The file is read
+    head, sized for other classes, stays as initialised). The file is read
     from torchvision's cache, or downloaded into it; offline without it, a UserError says where it goes."""
     path = ensure_weights(name, progress)
     try:
@@ -318,7 +320,6 @@ def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> 
     if len(fits) < len(own) // 2:
         raise UserError(f"{path}: these are not the weights of {name} (only {len(fits)} of {len(own)} tensors fit)")
     model.net.load_state_dict(fits, strict=False)
-    return sorted(set(own) - set(fits))
 
 
 def ensure_weights(name: str, progress: bool = True) -> Path:

@@ -30,7 +30,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.images import MAX_PIXELS, WORK_SIDE, _convert, _to_8bit, open_image, shrink, to_model_input
+from cnnlab.data.images import (
+    MAX_PIXELS,
+    WORK_SIDE,
+    _convert,
+    _to_8bit,
+    open_image,
+    shrink,
+    to_model_input,
+    work_side,
+)  # fmt: skip
 from cnnlab.errors import UserError
 
 BOX_FRACTION = 20 / 28  # MNIST: digits fit a 20×20 box inside 28×28
@@ -73,7 +82,7 @@ class Preprocessing:
     @property
     def work_side(self) -> int:
         """Images are shrunk (integer box reduction) to at most this longer side before any float maths."""
-        return max(WORK_SIDE, 4 * max(self.size, self.box))
+        return work_side(max(self.size, self.box))
 
     def describe(self) -> dict[str, Any]:
         """What this preprocessing does, for export metadata and the serve page."""
@@ -233,7 +242,7 @@ def prepare_digit(img: Image.Image, size: int = 28, box: int = 20, invert: bool 
     if img.width < 1 or img.height < 1:
         raise UserError(f"image has no pixels ({img.width}x{img.height})")
     try:
-        grey = grey_levels(img, max(WORK_SIDE, 4 * size))
+        grey = grey_levels(img, work_side(size))
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot convert an image of mode {img.mode} to grey ({exc})") from None
     digit = center_like_mnist(ink_of(grey, invert), size, box)

@@ -63,6 +63,12 @@ def open_image(
         raise UserError(f"{path}: not a readable image ({type(exc).__name__})") from None
 
 
+def work_side(side: int) -> int:
+    """The longest side an image is shrunk to before float maths, for a model input of ``side`` pixels
+    (the larger of :data:`WORK_SIDE` and 4 × ``side``: enough for any antialiased resize to it)."""
+    return max(WORK_SIDE, 4 * side)
+
+
 def shrink(img: Image.Image, side: int) -> Image.Image:
     """``img`` reduced by the smallest integer factor that brings its longer side to at most ``side``
     (each output pixel the mean of a factor×factor block: antialiased, no float copy of the original)."""
@@ -89,7 +95,7 @@ def to_model_input(
     if img.width < 1 or img.height < 1:
         raise UserError(f"image has no pixels ({img.width}x{img.height})")
     try:
-        img = _to_8bit(shrink(img, max(WORK_SIDE, 4 * (resize or size))))
+        img = _to_8bit(shrink(img, work_side(resize or size)))
         if img.mode in ALPHA_MODES:
             # Transparent pixels become white: what a drawing on a web page looks like.
             background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -101,17 +107,15 @@ def to_model_input(
     if invert:
         img = ImageOps.invert(img)
     tensor = pixels(img)
-    if resize is not None:
-        from torchvision.transforms.v2 import functional as TF  # imported here: it takes a second to load
+    if resize is None and tensor.shape[-2:] == (size, size):
+        return tensor
+    from torchvision.transforms.v2 import functional as TF  # imported here: it takes a second to load
 
-        if min(tensor.shape[-2:]) != resize:
-            tensor = TF.resize(tensor, [resize], antialias=True)
-        return TF.center_crop(tensor, [size, size])
-    if tensor.shape[-2:] != (size, size):
-        from torchvision.transforms.v2 import functional as TF
-
-        tensor = TF.resize(tensor, [size, size], antialias=True)
-    return tensor
+    if resize is None:
+        return TF.resize(tensor, [size, size], antialias=True)
+    if min(tensor.shape[-2:]) != resize:
+        tensor = TF.resize(tensor, [resize], antialias=True)
+    return TF.center_crop(tensor, [size, size])
 
 
 def pixels(img: Image.Image) -> torch.Tensor:
@@ -150,7 +154,7 @@ def read_image(
     path: str | Path, channels: int, size: int, invert: bool = False, resize: int | None = None
 ) -> torch.Tensor:
     """Read ``path`` as a uint8 tensor [channels, size, size] (see :func:`to_model_input`)."""
-    img = open_image(path, draft_side=max(WORK_SIDE, 4 * (resize or size)))
+    img = open_image(path, draft_side=work_side(resize or size))
     try:
         return to_model_input(img, channels, size, invert, resize)
     except UserError as exc:
