@@ -19,7 +19,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, needs_module, needs_path
@@ -85,10 +87,9 @@ def api_answer(url: str, body: bytes, content_type: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.slow
-@needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
-@needs_module("playwright", "pip install playwright")
-def test_draw_a_stroke_and_see_the_prediction(server: str, tmp_path: Path, digit_png: tuple[Path, str]):
+@contextmanager
+def browser_page() -> Iterator[tuple[Any, list[str]]]:
+    """A headless Chromium page (1280x900) and the list its JavaScript errors are collected in."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -97,123 +98,120 @@ def test_draw_a_stroke_and_see_the_prediction(server: str, tmp_path: Path, digit
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            sent: list[str] = []
-            page.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/api/predict") else None)
-            page.goto(server)
-            page.wait_for_selector("body[data-ready='true']")
-            assert page.locator("#bars .bar").count() == 10
-            # before anything is drawn: no broken-image icon, the footer describes this model's preprocessing
-            assert page.locator("#input-image").evaluate("img => getComputedStyle(img).visibility") == "hidden"
-            assert "20×20 box" in page.text_content("#preprocessing-note")
-            tracks = page.locator("#bars .track")
-            assert len({round(tracks.nth(i).bounding_box()["x"]) for i in range(tracks.count())}) == 1
-
-            box = page.locator("#pad").bounding_box()
-            x = box["x"] + box["width"] / 2
-            drag(page, [(x, box["y"] + box["height"] * (0.15 + 0.07 * i)) for i in range(11)])  # a vertical stroke
-            page.click("#predict")
-            page.wait_for_selector("#result[data-state='done']")
-
-            # the page shows what the API answers for the very image the page sent
-            expected = api_answer(server, sent[-1].encode(), "application/json")
-            label = page.text_content("#label")
-            assert label == expected["label"]
-            assert page.text_content("#confidence") == f"{100 * expected['probability']:.1f}%"
-            widths = {
-                name: page.locator(f"#bars .bar[data-class='{name}'] .fill").evaluate(
-                    "el => el.getBoundingClientRect().width"
-                )
-                for name in expected["probabilities"]
-            }
-            assert max(widths, key=widths.get) == label and widths[label] > 0
-            assert page.locator(f"#bars .bar[data-class='{label}']").get_attribute("class") == "bar top"
-            assert page.locator("#input-image").evaluate("img => img.complete && img.naturalWidth") == 28
-            assert page.locator("#input-image").evaluate("img => getComputedStyle(img).visibility") == "visible"
-            maps = page.locator("#maps img")
-            assert maps.count() == 2
-            for i in range(maps.count()):
-                assert maps.nth(i).evaluate("img => img.complete && img.naturalWidth > 0 && img.width > 0")
-            assert "conv1: 10 × 12 × 12" in page.text_content("#maps")
-
-            screenshot = tmp_path / "serve.png"
-            page.screenshot(path=str(screenshot), full_page=True)
-            assert screenshot.stat().st_size > 10_000
-            if os.environ.get("CNNLAB_ARTIFACTS"):
-                folder = Path(os.environ["CNNLAB_ARTIFACTS"])
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.copy(screenshot, folder / "serve.png")
-
-            page.click("#clear")
-            assert page.text_content("#label") == "–"
-            assert page.locator("#result").get_attribute("data-state") == "empty"
-
-            path, _ = digit_png  # a real validation digit, uploaded as a file
-            page.set_input_files("#upload", str(path))
-            page.wait_for_selector("#result[data-state='done']")
-            assert page.text_content("#label") == api_answer(server, path.read_bytes(), "image/png")["label"]
-
-            page.click("#clear")
-            page.click("#predict")  # nothing drawn: the page says so and asks nothing
-            assert page.text_content("#message") == "Draw something first."
-            assert page.locator("#result").get_attribute("data-state") == "empty"
-            assert errors == []
+            yield page, errors
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+@needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
+@needs_module("playwright", "pip install playwright")
+def test_draw_a_stroke_and_see_the_prediction(server: str, tmp_path: Path, digit_png: tuple[Path, str]):
+    with browser_page() as (page, errors):
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/api/predict") else None)
+        page.goto(server)
+        page.wait_for_selector("body[data-ready='true']")
+        assert page.locator("#bars .bar").count() == 10
+        # before anything is drawn: no broken-image icon, the footer describes this model's preprocessing
+        assert page.locator("#input-image").evaluate("img => getComputedStyle(img).visibility") == "hidden"
+        assert "20×20 box" in page.text_content("#preprocessing-note")
+        tracks = page.locator("#bars .track")
+        assert len({round(tracks.nth(i).bounding_box()["x"]) for i in range(tracks.count())}) == 1
+
+        box = page.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] / 2
+        drag(page, [(x, box["y"] + box["height"] * (0.15 + 0.07 * i)) for i in range(11)])  # a vertical stroke
+        page.click("#predict")
+        page.wait_for_selector("#result[data-state='done']")
+
+        # the page shows what the API answers for the very image the page sent
+        expected = api_answer(server, sent[-1].encode(), "application/json")
+        label = page.text_content("#label")
+        assert label == expected["label"]
+        assert page.text_content("#confidence") == f"{100 * expected['probability']:.1f}%"
+        widths = {
+            name: page.locator(f"#bars .bar[data-class='{name}'] .fill").evaluate(
+                "el => el.getBoundingClientRect().width"
+            )
+            for name in expected["probabilities"]
+        }
+        assert max(widths, key=widths.get) == label and widths[label] > 0
+        assert page.locator(f"#bars .bar[data-class='{label}']").get_attribute("class") == "bar top"
+        assert page.locator("#input-image").evaluate("img => img.complete && img.naturalWidth") == 28
+        assert page.locator("#input-image").evaluate("img => getComputedStyle(img).visibility") == "visible"
+        maps = page.locator("#maps img")
+        assert maps.count() == 2
+        for i in range(maps.count()):
+            assert maps.nth(i).evaluate("img => img.complete && img.naturalWidth > 0 && img.width > 0")
+        assert "conv1: 10 × 12 × 12" in page.text_content("#maps")
+
+        screenshot = tmp_path / "serve.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert screenshot.stat().st_size > 10_000
+        if os.environ.get("CNNLAB_ARTIFACTS"):
+            folder = Path(os.environ["CNNLAB_ARTIFACTS"])
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(screenshot, folder / "serve.png")
+
+        page.click("#clear")
+        assert page.text_content("#label") == "–"
+        assert page.locator("#result").get_attribute("data-state") == "empty"
+
+        path, _ = digit_png  # a real validation digit, uploaded as a file
+        page.set_input_files("#upload", str(path))
+        page.wait_for_selector("#result[data-state='done']")
+        assert page.text_content("#label") == api_answer(server, path.read_bytes(), "image/png")["label"]
+
+        page.click("#clear")
+        page.click("#predict")  # nothing drawn: the page says so and asks nothing
+        assert page.text_content("#message") == "Draw something first."
+        assert page.locator("#result").get_attribute("data-state") == "empty"
+        assert errors == []
 
 
 @pytest.mark.slow
 @needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
 @needs_module("playwright", "pip install playwright")
 def test_show_why_lays_the_apis_explanation_over_the_input(server: str, tmp_path: Path):
-    from playwright.sync_api import sync_playwright
+    with browser_page() as (page, errors):
+        sent: list[tuple[str, str]] = []
+        page.on("request", lambda r: sent.append((r.url, r.post_data)) if "/api/" in r.url and r.post_data else None)
+        page.goto(server)
+        page.wait_for_selector("body[data-ready='true']")
+        info = json.loads(urllib.request.urlopen(f"{server}/api/model", timeout=30).read())
+        options = page.locator("#explain-method option")
+        assert [options.nth(i).text_content() for i in range(options.count())] == info["explain_methods"]
+        assert page.input_value("#explain-method") == info["default_explain_method"]
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            sent: list[tuple[str, str]] = []
-            page.on(
-                "request", lambda r: sent.append((r.url, r.post_data)) if "/api/" in r.url and r.post_data else None
-            )
-            page.goto(server)
-            page.wait_for_selector("body[data-ready='true']")
-            info = json.loads(urllib.request.urlopen(f"{server}/api/model", timeout=30).read())
-            options = page.locator("#explain-method option")
-            assert [options.nth(i).text_content() for i in range(options.count())] == info["explain_methods"]
-            assert page.input_value("#explain-method") == info["default_explain_method"]
+        box = page.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] / 2
+        drag(page, [(x, box["y"] + box["height"] * (0.15 + 0.07 * i)) for i in range(11)])
+        page.wait_for_selector("#result[data-state='done']")
+        assert sent[-1][0].endswith("/api/predict")
+        assert page.locator("#overlay-image").evaluate("img => getComputedStyle(img).display") == "none"
 
-            box = page.locator("#pad").bounding_box()
-            x = box["x"] + box["width"] / 2
-            drag(page, [(x, box["y"] + box["height"] * (0.15 + 0.07 * i)) for i in range(11)])
-            page.wait_for_selector("#result[data-state='done']")
-            assert sent[-1][0].endswith("/api/predict")
-            assert page.locator("#overlay-image").evaluate("img => getComputedStyle(img).display") == "none"
+        page.check("#explain-toggle")  # asks again, for the same drawing, with the explanation
+        page.wait_for_function("document.getElementById('overlay-image').naturalWidth > 0")
+        url, body = sent[-1]
+        assert url.endswith(f"/api/explain?method={info['default_explain_method']}")
+        request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        expected = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        overlay = page.locator("#overlay-image")
+        assert overlay.get_attribute("src") == expected["overlay"]
+        assert overlay.evaluate("img => img.naturalWidth") == 28
+        assert overlay.evaluate("img => getComputedStyle(img).display") == "block"
+        assert overlay.bounding_box() == page.locator("#input-image").bounding_box()  # exactly on the input
+        assert f"evidence for {expected['target']}" in page.text_content("#input-caption")
+        assert page.text_content("#label") == expected["label"]
 
-            page.check("#explain-toggle")  # asks again, for the same drawing, with the explanation
-            page.wait_for_function("document.getElementById('overlay-image').naturalWidth > 0")
-            url, body = sent[-1]
-            assert url.endswith(f"/api/explain?method={info['default_explain_method']}")
-            request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
-            expected = json.loads(urllib.request.urlopen(request, timeout=30).read())
-            overlay = page.locator("#overlay-image")
-            assert overlay.get_attribute("src") == expected["overlay"]
-            assert overlay.evaluate("img => img.naturalWidth") == 28
-            assert overlay.evaluate("img => getComputedStyle(img).display") == "block"
-            assert overlay.bounding_box() == page.locator("#input-image").bounding_box()  # exactly on the input
-            assert f"evidence for {expected['target']}" in page.text_content("#input-caption")
-            assert page.text_content("#label") == expected["label"]
+        page.select_option("#explain-method", "gradcam")
+        page.wait_for_function("document.getElementById('input-caption').textContent.includes('gradcam')")
+        assert sent[-1][0].endswith("/api/explain?method=gradcam")
 
-            page.select_option("#explain-method", "gradcam")
-            page.wait_for_function("document.getElementById('input-caption').textContent.includes('gradcam')")
-            assert sent[-1][0].endswith("/api/explain?method=gradcam")
-
-            page.uncheck("#explain-toggle")
-            page.wait_for_function("getComputedStyle(document.getElementById('overlay-image')).display === 'none'")
-            page.wait_for_selector("#result[data-state='done']")
-            assert sent[-1][0].endswith("/api/predict")
-            page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
-            assert errors == []
-        finally:
-            browser.close()
+        page.uncheck("#explain-toggle")
+        page.wait_for_function("getComputedStyle(document.getElementById('overlay-image')).display === 'none'")
+        page.wait_for_selector("#result[data-state='done']")
+        assert sent[-1][0].endswith("/api/predict")
+        page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
+        assert errors == []
