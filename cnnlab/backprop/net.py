@@ -96,10 +96,6 @@ class Sequential:
             layer.astype(dtype)
         return self
 
-    def num_params(self) -> int:
-        """Total number of scalar parameters."""
-        return sum(v.size for _, v in self.named_params())
-
 
 class SGD:
     """Stochastic gradient descent with (heavy-ball) momentum, as ``torch.optim.SGD``
@@ -140,7 +136,3 @@ class SGD:
                     v += g
                 g = v
             w -= self.lr * g  # w = w − α·v
-
-    def zero_state(self) -> None:
-        """Forget the momentum buffers."""
-        self._velocity.clear()

@@ -10,8 +10,6 @@ from typing import Any
 from cnnlab.errors import UserError
 from cnnlab.runs import read_config, read_metrics
 
-COLUMNS = ("name", "model", "dataset", "epochs", "best_val_acc", "final_val_acc", "status", "seconds", "date")
-
 
 def find_runs(root: str | Path) -> list[Path]:
     """Every run directory (a folder with a ``config.json``) under ``root``, ``root`` included, sorted."""

@@ -35,7 +35,6 @@ import dataclasses
 import math
 import re
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -473,7 +472,3 @@ def _first_line(exc: BaseException) -> str:
 
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def echo_stderr(text: str) -> None:  # pragma: no cover - a convenience for API users
-    print(text, file=sys.stderr, flush=True)
