@@ -3,13 +3,14 @@
 #   make test   install with the test tools, then run the whole suite
 #   make test-fast   the suite without the tests marked slow (under a minute on 2 cores)
 #   make figures   retrain runs/demo, regenerate docs/images/*.png and print the numbers the README quotes
+#   make docs   build the documentation site into site/ (mkdocs-material, --strict)
 #   make notebooks   re-execute the tutorial notebooks at full size (examples/*.py -> notebooks/*.ipynb)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 
-.PHONY: demo test test-fast figures lint format install install-dev kernel notebooks clean
+.PHONY: demo test test-fast figures lint format install install-dev kernel notebooks docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +49,18 @@ figures: install-dev
 lint: install-dev
 	$(BIN)/ruff check cnnlab tests benchmarks examples
 	$(BIN)/ruff format --check cnnlab tests benchmarks examples
+	$(BIN)/mypy
 
 format: install-dev
 	$(BIN)/ruff format cnnlab tests benchmarks examples
 	$(BIN)/ruff check --fix cnnlab tests benchmarks examples
 
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "site: site/index.html   (live preview: $(BIN)/mkdocs serve)"
+
 notebooks: install kernel
 	$(BIN)/python examples/_build_notebooks.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info
