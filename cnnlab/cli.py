@@ -32,6 +32,7 @@ from cnnlab.config import (
     load_toml,
 )  # fmt: skip
 from cnnlab.errors import Diverged, Interrupted, UserError, WrongFileKind
+from cnnlab.text import safe, safe_lines
 
 # How each TrainConfig field's type becomes a flag (the field's default and help live in config.py).
 _FLAG_TYPES: dict[str, Any] = {
@@ -265,7 +266,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     print(f"{display_dataset(result['dataset'])} {result['split']}: {result['n']} images")
     print(f"loss {result['loss']:.4f}  accuracy {100 * result['accuracy']:.2f}%")
-    print(result["report"])
+    print(safe_lines(result["report"]))
     print(f"confusion matrix: {result['confusion_png']}")
     print(f"most confident mistakes: {result['mistakes_png']}")
     return 0
@@ -281,8 +282,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
-        ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in r["topk"])
-        print(f"{r['image']}: {r['label']} ({100 * r['probability']:.1f}%)  [{ranked}]")
+        ranked = ", ".join(f"{safe(name)} {100 * p:.1f}%" for name, p in r["topk"])
+        print(f"{safe(r['image'])}: {safe(r['label'])} ({100 * r['probability']:.1f}%)  [{ranked}]")
     return 0
 
 
@@ -390,13 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except WrongFileKind as exc:
         usage = " ".join(args.subparser.format_usage().split())  # one line
-        print(f"error: {exc} ({usage})", file=sys.stderr)
+        print(f"error: {safe(exc)} ({usage})", file=sys.stderr)
         return 2
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe(exc)}", file=sys.stderr)
         return 2
     except Diverged as exc:
-        print(f"error: training diverged: {exc}", file=sys.stderr)
+        print(f"error: training diverged: {safe(exc)}", file=sys.stderr)
         return 3
     except Interrupted as exc:
         resume = exc.run_dir or getattr(args, "resume", None) or "RUN_DIR"

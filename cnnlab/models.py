@@ -315,6 +315,8 @@ def load_pretrained(model: TorchvisionNet, name: str, progress: bool = True) -> 
         raise UserError(
             f"{path}: not readable pretrained weights ({type(exc).__name__}); delete it and try again"
         ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: not readable pretrained weights (not a table of tensors); delete it and try again")
     own = model.net.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(fits) < len(own) // 2:

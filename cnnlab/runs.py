@@ -66,13 +66,19 @@ def write_config(run_dir: Path, config: dict[str, Any], status: str, **extra: An
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict; missing, unreadable, nested too deeply or not an object: a UserError."""
     path = Path(run_dir) / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{run_dir}: no config.json (is it a cnnlab run directory?)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{path}: unreadable ({exc})") from None
+    except RecursionError:
+        raise UserError(f"{path}: unreadable (nested too deeply)") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: unreadable (not a JSON object)")
+    return payload
 
 
 def set_status(run_dir: Path, status: str, **extra: Any) -> None:

@@ -28,6 +28,7 @@ from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
 from cnnlab.models import build_model, ensure_weights, load_pretrained, weights_file, weights_preprocessing
+from cnnlab.text import safe_lines
 
 
 @dataclass
@@ -250,7 +251,7 @@ def _check_optional_packages(cfg: TrainConfig) -> None:
 
 def _announce(data: Data, ckpt: dict[str, Any] | None, weights: str | None = None) -> None:
     """One line on what the run trains on, where a resumed run continues, which weights it starts from."""
-    print(describe(data), flush=True)
+    print(safe_lines(describe(data)), flush=True)
     if weights and ckpt is None:
         print(f"starting from pretrained weights {weights}; the classifier head is new", flush=True)
     if ckpt is not None:

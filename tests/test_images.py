@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.data.folder import decode_files
 from cnnlab.data.images import open_image, read_image, to_model_input
+from cnnlab.errors import UserError
 
 
 def plain_recipe(path: Path, channels: int, size: int, resize: int | None = None) -> torch.Tensor:
@@ -103,3 +104,74 @@ def test_an_opened_image_keeps_its_pixels_and_leaves_no_file_open(tmp_path: Path
         expected = read_image(path, 3, 28)
         path.write_bytes(b"not an image any more")
         assert torch.equal(to_model_input(img, 3, 28), expected), path.name
+
+
+# ---- hostile files (issue 27) and sideways photos (issue 23) ------------------------------------------
+
+
+def scan_bomb(path: Path, repeats: int = 300) -> Path:
+    """A small progressive JPEG whose last scan is repeated ``repeats`` times (a 'scan bomb': each copy is
+    one more pass of the decoder over the whole image)."""
+    import io
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data.rindex(b"\xff\xda")
+    scan = data[last : data.rindex(b"\xff\xd9")]
+    path.write_bytes(data[:last] + scan * repeats + b"\xff\xd9")
+    return path
+
+
+def text_bomb(path: Path, chunks: int = 100, chunk_mb: int = 1) -> Path:
+    """A PNG with ``chunks`` zTXt chunks of ``chunk_mb`` MB of text each once decompressed (about a
+    kilobyte each in the file)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    text = zlib.compress(b"a" * (chunk_mb << 20), 9)
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + bytes(range(8)) for _ in range(8)))
+    body = b"".join(chunk(b"zTXt", b"note%d\x00\x00" % i + text) for i in range(chunks))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    path.write_bytes(png)
+    return path
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A progressive JPEG repeating its last scan is refused, naming the scans; an ordinary progressive
+    JPEG (about 10 scans) is still read."""
+    bomb = scan_bomb(tmp_path / "bomb.jpg", repeats=500)
+    with pytest.raises(UserError, match="scans"):
+        open_image(bomb)
+    fine = tmp_path / "fine.jpg"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(fine, progressive=True)
+    assert open_image(fine).size == (40, 40)
+
+
+def exif_portrait(path: Path) -> tuple[Path, np.ndarray]:
+    """A JPEG stored lying on its side (40 wide, 20 high) with EXIF Orientation 6, and the upright pixels
+    (20 wide, 40 high: dark top half, light bottom half)."""
+    upright = np.zeros((40, 20, 3), np.uint8)
+    upright[20:] = 230
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the camera writes
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    stored.save(path, exif=exif.tobytes(), quality=95)
+    return path, upright
+
+
+def test_exif_orientation_is_applied_by_the_one_reader(tmp_path: Path) -> None:
+    """A portrait JPEG with Orientation 6 is read upright by open_image and read_image (dark top, light
+    bottom)."""
+    path, upright = exif_portrait(tmp_path / "portrait.jpg")
+    img = open_image(path)
+    assert img.size == (20, 40)
+    grey = np.asarray(img.convert("L"), dtype=np.float64)
+    assert grey[:15].mean() < 30 and grey[25:].mean() > 200
+    tensor = read_image(path, 1, 8)
+    assert tensor[0, :3].float().mean() < 40 and tensor[0, 5:].float().mean() > 190

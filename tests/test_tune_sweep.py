@@ -187,11 +187,11 @@ def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path:
     the killed process left saying "running", then says "failed" too."""
     from cnnlab.tune.sweep import _open_storage
 
-    storage = _open_storage(sqlite_url(tmp_path), create=True)
+    storage = _open_storage(sqlite_url(tmp_path), create=True, out=tmp_path)
     storage.grace_period = 1  # the test does not wait the real grace period of 30 s
     study = optuna.create_study(storage=storage, study_name="s")
-    run_dir = tmp_path / "trial-0000"
-    run_dir.mkdir()
+    run_dir = tmp_path / "s" / "trial-0000"
+    run_dir.mkdir(parents=True)
     runs.write_config(run_dir, TrainConfig().to_dict(), "running")
     trial = study.ask()
     trial.set_user_attr("run_dir", str(run_dir))
@@ -201,3 +201,26 @@ def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path:
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
     config = runs.read_config(run_dir)
     assert config["status"] == "failed" and "killed" in config["error"]
+
+
+def test_a_dead_trial_naming_a_folder_outside_the_sweep_touches_nothing(tmp_path: Path) -> None:
+    """A database someone gives you may name any folder as a dead trial's run_dir: failing the stale trial
+    (as ``sweep --show`` does) leaves a ``config.json`` outside ``OUT/STUDY/`` exactly as it was."""
+    from cnnlab.tune.sweep import _open_storage
+
+    out = tmp_path / "sweeps"
+    out.mkdir()
+    storage = _open_storage(sqlite_url(out), create=True, out=out)
+    storage.grace_period = 1
+    study = optuna.create_study(storage=storage, study_name="sweep")
+    elsewhere = tmp_path / "my-run"
+    elsewhere.mkdir()
+    runs.write_config(elsewhere, TrainConfig().to_dict(), "running")
+    before = (elsewhere / "config.json").read_bytes()
+    trial = study.ask()
+    trial.set_user_attr("run_dir", str(elsewhere))
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.2)
+    optuna.storages.fail_stale_trials(study)  # what sweep --show does first
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert (elsewhere / "config.json").read_bytes() == before

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +31,11 @@ import torch
 from torch.utils.data import Dataset
 
 from cnnlab.data.cache import cached_tensors
-from cnnlab.data.images import IMAGE_SUFFIXES, read_image
+from cnnlab.data.images import IMAGE_SUFFIXES, READER_VERSION, image_mode, read_image
 from cnnlab.data.registry import CSV_PREFIX, DEFAULT_VAL_FRACTION, FOLDER_PREFIX
 from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit, stratified_split
 from cnnlab.errors import UserError
+from cnnlab.text import safe
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -226,17 +226,13 @@ def check_same_classes(name: str, split: str, train_classes: list[str], classes:
 
 
 def guess_channels(paths: list[Path], sample: int = 32) -> int:
-    """1 if every one of the first ``sample`` readable images is grey, else 3 (read from the headers)."""
-    from PIL import Image
-
+    """1 if every one of the first ``sample`` readable images is grey, else 3 (read from the headers by the
+    one image reader, :func:`~cnnlab.data.images.image_mode`: its format allowlist and bounds included)."""
     modes = []
     for path in paths:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a decompression bomb is refused later, with the others
-                with Image.open(path) as img:
-                    modes.append(img.mode)
-        except Exception:  # unreadable: skipped later with the others
+            modes.append(image_mode(path))
+        except UserError:  # unreadable: skipped later with the others
             continue
         if len(modes) == sample:
             break
@@ -374,9 +370,10 @@ def decode_group(
     """Decode (or, when it streams, only check) every file of ``group`` once, through the cache.
 
     The cache entry is keyed on the file list with sizes and modification times (hashed here, in
-    the tag: one ``stat`` per file), the channels, the size and the resize before the crop."""
+    the tag: one ``stat`` per file), the image reader's version, the channels, the size and the resize
+    before the crop."""
     kind = "folder" if in_memory else "folder-check"
-    tag = f"{kind}-{channels}x{size}{shape_tag(resize)}-{files_key(group.paths)[:16]}"
+    tag = f"{kind}-v{READER_VERSION}-{channels}x{size}{shape_tag(resize)}-{files_key(group.paths)[:16]}"
     tensors = cached_tensors(
         tag, [], lambda: decode_files(group.paths, channels, size, in_memory, workers, desc, resize)
     )
@@ -413,7 +410,7 @@ def warn_skipped(
             reasons.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
     more = f"; and {len(skipped) - show} more" if len(skipped) > show else ""
     print(
-        f"warning: skipped {len(skipped)} unreadable or non-image file(s), e.g. {'; '.join(reasons)}{more}",
+        f"warning: skipped {len(skipped)} unreadable or non-image file(s), e.g. {safe('; '.join(reasons))}{more}",
         file=sys.stderr,
     )
 
@@ -460,7 +457,7 @@ def train_stats(
         images = decoded.split.images[rows[keep]]
     else:
         paths = [group.paths[i] for i in sample.tolist()]
-        tag = f"folder-stats-{channels}x{size}{shape_tag(resize)}-{files_key(paths)[:16]}"
+        tag = f"folder-stats-v{READER_VERSION}-{channels}x{size}{shape_tag(resize)}-{files_key(paths)[:16]}"
         images = cached_tensors(tag, [], lambda: decode_files(paths, channels, size, workers=0, resize=resize))[
             "images"
         ]

@@ -1,22 +1,30 @@
 """Reading one image file into the uint8 tensor a model expects (any size, any mode).
 
-Image files come from users and are not trusted. :func:`open_image` opens only the formats in
-``FORMATS`` (PNG, JPEG, GIF, BMP, WebP, TIFF: no ICO, EPS or other loaders that decode or run
-something on open), refuses an image whose header declares more than ``MAX_PIXELS`` pixels before
-decoding any of them, treats Pillow's decompression-bomb warning as an error, and decodes JPEGs at
-a reduced scale when that is enough. Big images are shrunk (:func:`shrink`) before any float
+Image files come from users and are not trusted. :func:`open_image` opens only regular files
+(links followed; a FIFO is refused without blocking) and only the formats in ``FORMATS`` (PNG,
+JPEG, GIF, BMP, WebP, TIFF: no ICO, EPS or other loaders that decode or run something on open),
+refuses an image whose header declares more than ``MAX_PIXELS`` pixels before decoding any of
+them, a JPEG with more than ``MAX_JPEG_SCANS`` scans, and a PNG with more than ``MAX_TEXT_MEMORY``
+of text; treats Pillow's decompression-bomb warning as an error; decodes JPEGs at a reduced scale
+when that is enough (or needed to fit a pixel bound); and turns the image upright by its EXIF
+orientation. Big images are shrunk (:func:`shrink`) before any float
 maths. Every failure on a file's content is a :class:`~cnnlab.errors.UserError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from cnnlab.errors import UserError
 
@@ -24,43 +32,198 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 ALPHA_MODES = {"RGBA", "LA", "P", "PA", "RGBa", "La"}
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # Pillow's names; the only loaders ever used
 MAX_PIXELS = 8192 * 8192  # 67 MP: any camera photo; its decoded RGBA copy is at most 256 MiB
+MAX_JPEG_SCANS = 100  # an ordinary progressive JPEG has about 10; each scan is a pass over the whole image
+MAX_TEXT_CHUNK = 1 << 20  # bytes of one decompressed PNG text chunk (Pillow's default); the model reads none
+MAX_TEXT_MEMORY = 4 << 20  # bytes of all of a PNG's text chunks (Pillow's default: 64 MiB); more is refused
+READER_VERSION = 2  # part of every cache key of decoded image files: 2 applies the EXIF orientation
 WORK_SIDE = 1024  # images are shrunk to at most this longer side (or 4x the model's size) before float maths
+
+
+class TooLarge(UserError):
+    """An image over a pixel bound (the caller may name the option that sets it)."""
+
+
+# Pillow's text-chunk limits are module settings: set once, here, where every image is opened.
+PngImagePlugin.MAX_TEXT_CHUNK = min(PngImagePlugin.MAX_TEXT_CHUNK, MAX_TEXT_CHUNK)
+PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, MAX_TEXT_MEMORY)
 
 
 def open_image(
     path: str | Path | IO[bytes], max_pixels: int = MAX_PIXELS, draft_side: int | None = None
 ) -> Image.Image:
-    """Open and fully decode an image of an allowed format and at most ``max_pixels`` pixels (checked on
-    the header, before decoding); a JPEG is decoded at the smallest scale that keeps its longer side at
-    least ``draft_side``. Any failure (missing, not an allowed image, corrupt, too large) is a UserError
-    naming the file."""
+    """Open and fully decode a regular file (or bytes) of an allowed format, upright (its EXIF orientation
+    applied); a JPEG is decoded at the smallest scale (1, 1/2, 1/4 or 1/8) that keeps its longer side at
+    least ``draft_side`` and its pixels at most ``max_pixels``; any other image must have at most
+    ``max_pixels`` pixels (checked on the header, before decoding), and no image more than
+    :data:`MAX_PIXELS`. Any failure (missing, not a regular file, not an allowed image, corrupt, too
+    large, too many JPEG scans) is a UserError naming the file (:class:`TooLarge` for a size limit)."""
+    try:
+        return _decode(path, max_pixels, draft_side)
+    except Exception as exc:  # a decoder fed hostile bytes may raise anything: all mean "unreadable"
+        problem = refusal(path, exc)
+    # Raised outside the except block: the refusal carries no traceback of the decoder's frames, so the
+    # half-read image (up to MAX_TEXT_MEMORY of text chunks) is freed now, not by a rare full collection.
+    gc.collect(1)
+    raise problem
+
+
+def image_mode(path: str | Path, max_pixels: int = MAX_PIXELS) -> str:
+    """The mode of the image in ``path`` (``L``, ``RGB``, ...) from its header, without decoding its
+    pixels: the same file checks, format allowlist and pixel bounds as :func:`open_image`."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's notes on odd metadata are not the user's problem
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=FORMATS) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise UserError(
-                        f"{path}: image is too large: {width}x{height} pixels (at most {max_pixels:,}); scale it down"
-                    )
-                if draft_side and img.format == "JPEG" and max(width, height) > draft_side:
-                    scale = max(width, height) / draft_side
-                    img.draft(img.mode, (int(width / scale) + 1, int(height / scale) + 1))
-                img.load()
-                return img  # loaded: its pixels outlive the file, which leaving the with-block closes
-    except UserError:
+            with _open_regular(path) as fp, Image.open(fp, formats=FORMATS) as img:
+                _fit(img, path, max_pixels, None)
+                return img.mode
+    except Exception as exc:
+        problem = refusal(path, exc)
+    raise problem
+
+
+def refusal(path: object, exc: Exception) -> UserError:
+    """The one-line UserError naming ``path`` for a failure ``exc`` to open or decode it, with no
+    traceback or context (nothing of the decoder's frames stays alive through it)."""
+    if isinstance(exc, UserError):
+        problem = exc
+    elif isinstance(exc, FileNotFoundError):
+        problem = UserError(f"{path}: no such file")
+    elif isinstance(exc, IsADirectoryError):
+        problem = UserError(f"{path}: is a folder, not an image file")
+    elif isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        problem = TooLarge(f"{path}: image is too large (over Pillow's decompression-bomb limit)")
+    elif isinstance(exc, UnidentifiedImageError):
+        problem = UserError(f"{path}: not a readable image (PNG, JPEG, GIF, BMP, WebP or TIFF)")
+    elif isinstance(exc, OSError) and exc.errno:  # the system's errors have a number; Pillow's have none
+        problem = UserError(f"{path}: cannot read it ({exc.strerror})")
+    elif isinstance(exc, ValueError) and "MAX_TEXT" in str(exc):
+        problem = UserError(f"{path}: a PNG with more text metadata than cnnlab reads ({MAX_TEXT_MEMORY >> 20} MiB)")
+    else:
+        problem = UserError(f"{path}: not a readable image ({type(exc).__name__})")
+    problem.__context__ = problem.__cause__ = None
+    problem.__suppress_context__ = True
+    return problem.with_traceback(None)
+
+
+def _decode(source: str | Path | IO[bytes], max_pixels: int, draft_side: int | None) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's notes on odd metadata are not the user's problem
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open_regular(source) as fp, Image.open(fp, formats=FORMATS) as img:
+            if img.format == "JPEG":
+                check_scans(fp, source)
+            _fit(img, source, max_pixels, draft_side)
+            img.load()
+            upright(img)
+            return img  # loaded: its pixels outlive the file, which leaving the with-block closes
+
+
+def upright(img: Image.Image) -> None:
+    """Turn a loaded image upright by its EXIF orientation, in place (a phone's portrait photo is stored
+    lying on its side with Orientation 6); unreadable EXIF data leaves it as stored."""
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception:  # damaged or hostile EXIF: the pixels are still the image
+        pass
+
+
+def _open_regular(source: str | Path | IO[bytes]) -> IO[bytes]:
+    """``source`` opened for reading if it is a regular file (links followed); opened without blocking, so
+    a FIFO, a device or a socket is refused instead of waiting forever. Bytes are returned as they are."""
+    if not isinstance(source, (str, Path)):
+        return contextlib.nullcontext(source)  # type: ignore[return-value]
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{source}: a symbolic link that loops; remove it") from None
+        if exc.errno == errno.ENOENT and os.path.islink(source):
+            raise UserError(f"{source}: a symbolic link to nothing (dangling); remove it") from None
         raise
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not an image file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path}: image is too large (over Pillow's decompression-bomb limit)") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: not a readable image (PNG, JPEG, GIF, BMP, WebP or TIFF)") from None
-    except Exception as exc:  # a decoder fed hostile bytes may raise anything: all mean "unreadable"
-        raise UserError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(kind) else "not a regular file (a pipe, device or socket)"
+        raise UserError(f"{source}: {what}, not an image file")
+    return os.fdopen(fd, "rb")
+
+
+def _fit(img: Image.Image, source: object, max_pixels: int, draft_side: int | None) -> None:
+    """Refuse an image over the pixel bounds, or set a JPEG to decode at a reduced scale (``draft``) that
+    keeps its longer side at least ``draft_side`` and fits ``max_pixels``."""
+    width, height = img.size
+    ceiling = MAX_PIXELS if img.format == "JPEG" else min(max_pixels, MAX_PIXELS)
+    if width * height > ceiling:
+        raise TooLarge(f"{source}: image is too large: {width}x{height} pixels (at most {ceiling:,}{_reducible(img)})")
+    if img.format != "JPEG":
+        return
+    request = None
+    if draft_side and max(width, height) > draft_side:
+        scale = max(width, height) / draft_side
+        request = (int(width / scale) + 1, int(height / scale) + 1)
+    if width * height > max_pixels:
+        factor = next((f for f in (2, 4, 8) if -(-width // f) * -(-height // f) <= max_pixels), 0)
+        if not factor:
+            raise TooLarge(
+                f"{source}: image is too large: {width}x{height} pixels, over {max_pixels:,} even at 1/8 scale"
+            )
+        fit = (width // factor, height // factor)
+        request = fit if request is None else (min(request[0], fit[0]), min(request[1], fit[1]))
+    if request:
+        img.draft(img.mode, request)
+    if img.size[0] * img.size[1] > max_pixels:  # the decoder could not reduce it that far
+        raise TooLarge(f"{source}: image is too large: {width}x{height} pixels (at most {max_pixels:,})")
+
+
+def _reducible(img: Image.Image) -> str:
+    return "" if img.format == "JPEG" else "; a JPEG is decoded at a reduced scale instead"
+
+
+def check_scans(fp: IO[bytes], source: object, limit: int = MAX_JPEG_SCANS) -> None:
+    """Refuse a JPEG with more than ``limit`` scans (SOS markers) before it is decoded: each scan of a
+    progressive JPEG is a pass over the whole image, so a small file repeating one can take minutes.
+
+    The header segments are skipped by their lengths; after the first scan a marker ``FF DA`` can only be
+    a scan start (inside entropy-coded data every ``FF`` byte is followed by ``00`` or a restart marker),
+    so the rest is counted up to the end-of-image marker, a megabyte at a time."""
+    start = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(2) != b"\xff\xd8":
+            return
+        while True:  # header segments: FF xx LEN(2, big-endian, itself included) ...
+            marker = fp.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return  # malformed: the decoder's own error says so
+            if marker[1] == 0xFF:
+                fp.seek(-1, os.SEEK_CUR)  # fill bytes
+                continue
+            if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+                continue
+            if marker[1] == 0xD9:
+                return
+            length = fp.read(2)
+            if len(length) < 2:
+                return
+            fp.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
+            if marker[1] == 0xDA:
+                break
+        scans, tail = 1, b""
+        while chunk := fp.read(1 << 20):
+            data = tail + chunk
+            end = data.find(b"\xff\xd9")
+            scans += data.count(b"\xff\xda", 0, len(data) if end < 0 else end)
+            if scans > limit:
+                raise UserError(
+                    f"{source}: a JPEG with more than {limit} scans (a 'scan bomb': each scan is another pass "
+                    "over the whole image); save it again as an ordinary JPEG"
+                )
+            if end >= 0:
+                return
+            tail = data[-1:]
+    finally:
+        fp.seek(start)
 
 
 def work_side(side: int) -> int:

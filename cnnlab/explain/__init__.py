@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from cnnlab.config import DEVICES
+from cnnlab.text import safe
 
 # The attribution methods, in the order the sanity table lists them (see cnnlab/explain/attribution.py).
 METHODS = ("gradcam", "saliency", "integrated-gradients", "occlusion")
@@ -121,7 +122,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 0
     for r in results:
         print(
-            f"{r['image']}: {r['label']} ({100 * r['probability']:.1f}%)  {r['method']} for {r['target']} → {r['png']}"
+            f"{safe(r['image'])}: {safe(r['label'])} ({100 * r['probability']:.1f}%)  {r['method']} for "
+            f"{safe(r['target'])} → {safe(r['png'])}"
         )
     return 0
 
@@ -134,5 +136,5 @@ def cmd_viz(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"first-layer filters: {result['filters_png']}")
-    print(f"feature maps of {result['image']}: {result['feature_maps_png']}")
+    print(f"feature maps of {safe(result['image'])}: {safe(result['feature_maps_png'])}")
     return 0

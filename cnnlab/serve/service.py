@@ -184,6 +184,6 @@ def _read_run_config(run_dir: Path) -> dict[str, Any]:
     """The run's ``config.json`` if it is there and readable, else nothing (a bare checkpoint)."""
     try:
         config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
         return {}
     return config if isinstance(config, dict) else {}

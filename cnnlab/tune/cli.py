@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UserError
+from cnnlab.text import safe, safe_lines
 from cnnlab.tune.sweep import DEFAULT_OUT, DEFAULT_STUDY
 
 
@@ -122,7 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 130
     best = result["best"]
     if best is not None:
-        print(f"best so far: trial {best['number']}, val acc {100 * best['value']:.2f}%, run {best['run_dir']}")
+        print(f"best so far: trial {best['number']}, val acc {100 * best['value']:.2f}%, run {safe(best['run_dir'])}")
     show = f"cnnlab sweep --show --study {args.study} --out {args.sweep_dir}"
     print(f"all trials and plots: {show}" + (f" --storage {args.storage}" if args.storage else ""))
     return 0
@@ -141,7 +142,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(format_runs(rows) if rows else f"no runs under {args.dir}")
+    print(safe_lines(format_runs(rows)) if rows else f"no runs under {safe(args.dir)}")
     if args.plot:
         print(f"validation curves saved to {args.plot}")
     return 0

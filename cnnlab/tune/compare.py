@@ -3,12 +3,15 @@ their validation curves in one picture."""
 
 from __future__ import annotations
 
+import csv
 import datetime
+import sys
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UserError
 from cnnlab.runs import read_config, read_metrics
+from cnnlab.text import safe
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -62,9 +65,16 @@ def describe_run(run_dir: Path, root: str | Path) -> dict[str, Any]:
 
 
 def list_runs(root: str | Path = "runs", names: list[str] | None = None) -> list[dict[str, Any]]:
-    """:func:`describe_run` for the runs ``names`` (default: every run under ``root``)."""
+    """:func:`describe_run` for the runs ``names`` (default: every run under ``root``); a run whose
+    ``metrics.csv`` is unreadable is left out with a warning on stderr."""
     run_dirs = pick_runs(root, names) if names else find_runs(root)
-    return [describe_run(run_dir, root) for run_dir in run_dirs]
+    rows = []
+    for run_dir in run_dirs:
+        try:
+            rows.append(describe_run(run_dir, root))
+        except UserError as exc:
+            print(f"warning: skipped {safe(str(exc))}", file=sys.stderr)
+    return rows
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:
@@ -73,7 +83,7 @@ def _metrics(run_dir: Path) -> list[dict[str, float]]:
         return []
     try:
         return read_metrics(run_dir)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, csv.Error) as exc:  # TypeError: a row with more or fewer fields
         raise UserError(f"{run_dir / 'metrics.csv'}: unreadable ({exc})") from None
 
 

@@ -32,6 +32,7 @@ A search space file (``--space FILE.toml``) has one table per option of ``cnnlab
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import shutil
@@ -46,6 +47,7 @@ from typing import Any
 from cnnlab import runs
 from cnnlab.config import TrainConfig, read_toml, validate
 from cnnlab.errors import Diverged, UserError
+from cnnlab.text import safe
 
 DEFAULT_OUT = "runs/sweeps"
 DEFAULT_STUDY = "sweep"
@@ -194,7 +196,7 @@ def run_sweep(
         _param(param.name, _as_spec(param), base, "search space")
     out = Path(out)
     with _created(out) as folder:  # removed again if the storage cannot be opened
-        opened = _open_storage(storage or sqlite_url(folder), create=True)
+        opened = _open_storage(storage or sqlite_url(folder), create=True, out=out)
     with _quiet_optuna():
         study_obj = optuna.create_study(
             study_name=study, storage=opened, direction="maximize", load_if_exists=True,
@@ -273,7 +275,7 @@ def show_sweep(study: str = DEFAULT_STUDY, storage: str | None = None, out: str 
     url = storage or sqlite_url(out)
     if storage is None and not (out / DB_NAME).is_file():
         raise UserError(f"no sweep in {out} (no {DB_NAME}); run cnnlab sweep first, or pass --out/--storage")
-    opened = _open_storage(url, create=False)
+    opened = _open_storage(url, create=False, out=out)
     names = optuna.get_all_study_names(storage=opened)
     if study not in names:
         known = ", ".join(names) or "none"
@@ -334,13 +336,15 @@ def format_summary(result: dict[str, Any]) -> str:
     lines.append(f"{'#':>4}  {'state':<8}  {'val acc':>7}  {'epochs':>6}  params  (run directory)")
     for t in result["trials"]:
         value = f"{100 * t['value']:.2f}%" if t["value"] is not None else "-"
-        params = "  ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
-        lines.append(f"{t['number']:>4}  {t['state']:<8}  {value:>7}  {t['epochs']:>6}  {params}  ({t['run_dir']})")
+        params = "  ".join(f"{safe(k)}={safe(_fmt(v))}" for k, v in t["params"].items())  # values from a database
+        lines.append(
+            f"{t['number']:>4}  {t['state']:<8}  {value:>7}  {t['epochs']:>6}  {params}  ({safe(t['run_dir'])})"
+        )
     best = result["best"]
     if best is None:
         lines.append("best: none finished yet")
     else:
-        lines.append(f"best: trial {best['number']}, val acc {100 * best['value']:.2f}%, run {best['run_dir']}")
+        lines.append(f"best: trial {best['number']}, val acc {100 * best['value']:.2f}%, run {safe(best['run_dir'])}")
     return "\n".join(lines)
 
 
@@ -349,10 +353,11 @@ def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / DB_NAME}"
 
 
-def _open_storage(url: str, create: bool) -> Any:
+def _open_storage(url: str, create: bool, out: Path | None = None) -> Any:
     """An Optuna RDB storage with a heartbeat, or a one-line UserError if ``url`` cannot be opened.
 
-    Without ``create`` a SQLite file must already exist (opening one would make an empty database)."""
+    Without ``create`` a SQLite file must already exist (opening one would make an empty database). A trial
+    found dead is marked failed in its run folder only if that is ``OUT/STUDY/trial-NNNN`` (none without ``out``)."""
     import optuna
 
     try:
@@ -372,7 +377,7 @@ def _open_storage(url: str, create: bool) -> Any:
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
             with _quiet_optuna():
-                return _rdb_storage(optuna, url, engine_kwargs)
+                return _rdb_storage(optuna, url, engine_kwargs, out)
         except Exception as exc:  # any driver's failure to connect (missing module, refused, bad file)
             if attempt < OPEN_ATTEMPTS and _schema_race(exc, is_sqlite):
                 time.sleep(0.5 * attempt)
@@ -381,25 +386,28 @@ def _open_storage(url: str, create: bool) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _rdb_storage(optuna: Any, url: str, engine_kwargs: dict[str, Any]) -> Any:
+def _rdb_storage(optuna: Any, url: str, engine_kwargs: dict[str, Any], out: Path | None = None) -> Any:
     """Optuna's RDB storage with a heartbeat; a trial whose process died is marked failed in its run folder
     too (Optuna ≥ 4.9 names the callback ``heartbeat_stale_trial_callback``, older ones ``failed_trial_callback``)."""
     heartbeat = dict(heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
+    mark = functools.partial(mark_dead_trial, out=out)
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_stale_trial_callback=mark_dead_trial, **heartbeat
+            url, engine_kwargs=engine_kwargs, heartbeat_stale_trial_callback=mark, **heartbeat
         )
     except TypeError:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, failed_trial_callback=mark_dead_trial, **heartbeat
-        )
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, failed_trial_callback=mark, **heartbeat)
 
 
-def mark_dead_trial(study: Any, trial: Any) -> None:
+def mark_dead_trial(study: Any, trial: Any, out: Path | None = None) -> None:
     """Optuna's heartbeat found ``trial``'s process gone (killed) and failed the trial: say so in its run
-    folder's ``config.json``, which still says "running"."""
+    folder's ``config.json``, which still says "running". Only ``OUT/STUDY/trial-NNNN`` is touched: a
+    database from elsewhere may name any folder as a trial's ``run_dir``."""
     run_dir = trial.user_attrs.get("run_dir")
-    if not run_dir or not (Path(run_dir) / "config.json").is_file():
+    if out is None or not isinstance(run_dir, str) or not (Path(run_dir) / "config.json").is_file():
+        return
+    own = Path(out) / study.study_name / f"trial-{trial.number:04d}"
+    if own.is_symlink() or Path(run_dir).resolve() != own.resolve():
         return
     if runs.read_config(Path(run_dir)).get("status") == "running":
         runs.set_status(
