@@ -153,11 +153,12 @@ def test_a_jpeg_with_too_many_scans_is_refused_before_decoding(tmp_path: Path) -
     assert open_image(fine).size == (40, 40)
 
 
-def exif_portrait(path: Path) -> tuple[Path, np.ndarray]:
-    """A JPEG stored lying on its side (40 wide, 20 high) with EXIF Orientation 6, and the upright pixels
-    (20 wide, 40 high: dark top half, light bottom half)."""
-    upright = np.zeros((40, 20, 3), np.uint8)
-    upright[20:] = 230
+def exif_portrait(path: Path, upright: np.ndarray | None = None) -> tuple[Path, np.ndarray]:
+    """A JPEG stored lying on its side with EXIF Orientation 6, and the ``upright`` pixels (default 20 wide,
+    40 high: dark top half, light bottom half)."""
+    if upright is None:
+        upright = np.zeros((40, 20, 3), np.uint8)
+        upright[20:] = 230
     stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the camera writes
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view

@@ -303,3 +303,67 @@ def test_model_info_lists_the_explain_methods(client: TestClient):
 
     info = client.get("/api/model").json()
     assert info["explain_methods"] == list(METHODS) and info["default_explain_method"] == DEFAULT_METHOD
+
+
+# ---- phone photos (issue 23) ----------------------------------------------------------------------
+
+
+def phone_photo(digit: np.ndarray, path: Path, size: tuple[int, int] = (4000, 3000)) -> Path:
+    """A digit written dark on light paper, photographed at ``size`` with a little sensor noise, saved as a
+    JPEG of a few MB (over the old 2 MB upload limit, over the old 2048² pixel limit)."""
+    rng = np.random.default_rng(1)
+    paper = Image.new("L", size, 225)
+    side = min(size) * 2 // 3
+    ink = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
+    paper.paste(ink, ((size[0] - side) // 2, (size[1] - side) // 2), Image.fromarray(digit).resize((side, side)))
+    noisy = np.clip(np.asarray(paper, np.int16) + rng.normal(0, 6, (size[1], size[0])), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).convert("RGB").save(path, quality=92)
+    return path
+
+
+@pytest.fixture(scope="module")
+def default_client(trained_run: Path) -> TestClient:
+    """serve with its default limits."""
+    with TestClient(create_app(trained_run)) as c:
+        yield c
+
+
+def test_a_phone_photo_is_answered_as_predict_answers_it(
+    default_client: TestClient, trained_run: Path, mnist5k, tmp_path: Path
+):
+    """A 4000×3000 JPEG of a few MB is decoded at a reduced scale, not refused, and serve's answer is
+    predict's on the same file; so is a 4000×4000 PNG's."""
+    val = mnist5k.splits["val"]
+    photo = phone_photo(val.images[7, 0].numpy(), tmp_path / "photo.jpg")
+    assert photo.stat().st_size > 2 << 20
+    square = tmp_path / "square.png"
+    Image.open(photo).resize((4000, 4000)).save(square, compress_level=1)
+    for path in (photo, square):
+        served = default_client.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")})
+        assert served.status_code == 200, served.text
+        [answer] = cnnlab.predict(trained_run, [path], topk=10)
+        assert served.json()["probabilities"] == pytest.approx(dict(answer["topk"]), abs=1e-6), path.name
+
+
+def test_the_413_and_400_for_size_name_the_options_that_raise_them(client: TestClient, default_client: TestClient):
+    too_long = client.post("/api/predict", content=bytes(LIMIT + 1), headers={"content-type": "image/png"})
+    assert too_long.status_code == 413 and "--max-upload-mb" in too_long.json()["detail"]
+    too_many = default_client.post("/api/predict", content=png_header_only(5000, 4000))  # not a JPEG: no reduction
+    assert too_many.status_code == 400 and "--max-pixels" in too_many.json()["detail"]
+    bomb = default_client.post("/api/predict", content=png_header_only(100_000, 100_000))
+    assert bomb.status_code == 400 and "too large" in bomb.json()["detail"]
+
+
+def test_a_sideways_phone_jpeg_is_served_upright(default_client: TestClient, mnist5k, tmp_path: Path):
+    """A JPEG with EXIF Orientation 6 gives the answer of the same pixels turned upright and saved plainly."""
+    from test_images import exif_portrait
+
+    digit = 255 - np.asarray(Image.fromarray(mnist5k.splits["val"].images[7, 0].numpy()).resize((40, 56)))
+    path, _ = exif_portrait(tmp_path / "portrait.jpg", np.stack([digit] * 3, axis=-1))
+    with Image.open(path) as stored:
+        upright = stored.transpose(Image.Transpose.ROTATE_270)  # what Orientation 6 asks for
+    plain = png_bytes(upright)
+    sideways = default_client.post("/api/predict", files={"file": ("p.jpg", path.read_bytes(), "image/jpeg")})
+    turned = default_client.post("/api/predict", files={"file": ("p.png", plain, "image/png")})
+    assert sideways.status_code == 200 and turned.status_code == 200
+    assert sideways.json()["input"] == turned.json()["input"]

@@ -14,6 +14,7 @@ oversized or foreign file is one :class:`~cnnlab.errors.UserError` naming it. Th
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,19 @@ def read_cifar_file(path: Path, fmt: CifarFormat, max_records: int) -> tuple[np.
         )
     images = records[:, fmt.label_bytes :].reshape(-1, CHANNELS, SIZE, SIZE).copy()
     return images, labels
+
+
+def extract_archive(archive: Path, into: Path) -> None:
+    """Extract the ``.tar.gz`` ``archive`` into ``into`` with tarfile's ``data`` filter: a member that would
+    land outside ``into`` (an absolute path, ``..``, a link pointing out), a device or a FIFO is refused,
+    and no permission bits beyond the user's are set. A refused or broken archive is a UserError."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(into, filter="data")
+    except tarfile.FilterError as exc:
+        raise UserError(f"{archive}: refused to extract it: {exc}") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise UserError(f"{archive}: cannot extract it ({type(exc).__name__}: {exc}); download it again") from None
 
 
 def find_files(data_dir: Path, fmt: CifarFormat, source: str) -> list[Path] | None:

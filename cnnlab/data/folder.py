@@ -20,8 +20,10 @@ skipped with one warning that counts them and names the first few.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,12 +193,15 @@ def _class_names(folder: Path, minimum: int = 2) -> list[str]:
 
 
 def _list_group(folder: Path, classes: list[str]) -> tuple[FileSplit, list[Path]]:
-    """Every image file under ``folder/<class>/`` (any depth, hidden names skipped), and the non-image files."""
+    """Every image file under ``folder/<class>/`` (any depth, hidden names skipped), and the files skipped
+    by name: not image file names, and entries that are not regular files (see :func:`_walk`)."""
     paths: list[Path] = []
     labels: list[int] = []
     not_images: list[Path] = []
     for label, name in enumerate(classes):
-        for path in _walk(folder / name):
+        files, odd = _walk(folder / name)
+        not_images.extend(odd)
+        for path in files:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(path)
                 labels.append(label)
@@ -205,13 +210,47 @@ def _list_group(folder: Path, classes: list[str]) -> tuple[FileSplit, list[Path]
     return FileSplit(paths, torch.tensor(labels, dtype=torch.int64)), not_images
 
 
-def _walk(folder: Path) -> list[Path]:
-    """The files under ``folder``, sorted, without hidden files or anything in hidden folders."""
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The regular files under ``folder`` (links to them followed), sorted, without hidden names or anything
+    in hidden folders; and, sorted, the entries that are neither regular files nor folders (a FIFO, a
+    device, a dangling or looping link) or folders that cannot be listed. Folders are walked with a stack,
+    not recursion, so any depth works; links to folders are not followed (as ``os.walk``)."""
     files: list[Path] = []
-    for top, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not is_hidden(d)]
-        files.extend(Path(top, n) for n in names if not is_hidden(n))
-    return sorted(files)
+    odd: list[Path] = []
+    stack = [folder]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as entries:
+                listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries if not is_hidden(e.name)]
+        except OSError:
+            odd.append(top)
+            continue
+        for name, is_dir in listed:
+            path = top / name
+            if is_dir:
+                stack.append(path)
+                continue
+            kind = _file_kind(path)
+            if kind == "file":
+                files.append(path)
+            elif kind != "folder":
+                odd.append(path)
+    return sorted(files), sorted(odd)
+
+
+def _file_kind(path: Path) -> str:
+    """``file`` (regular, links followed), ``folder`` (a link to one), else what it is: ``a symbolic link
+    that loops``, ``a symbolic link to nothing``, ``not a regular file (a pipe, device or socket)``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops"
+        return "a symbolic link to nothing" if os.path.islink(path) else f"unreadable ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
 
 
 def check_same_classes(name: str, split: str, train_classes: list[str], classes: list[str]) -> None:
@@ -401,7 +440,9 @@ def warn_skipped(
     reasons = []
     for path, kind in skipped[:show]:
         if kind == "name":
-            reasons.append(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            odd = "a folder that cannot be listed" if os.path.isdir(path) else _file_kind(path)
+            name = f"not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            reasons.append(f"{path}: {name if odd == 'file' else odd}")
             continue
         try:
             read_image(path, channels, size, resize=resize)

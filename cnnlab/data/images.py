@@ -111,9 +111,8 @@ def _decode(source: str | Path | IO[bytes], max_pixels: int, draft_side: int | N
         warnings.simplefilter("ignore")  # Pillow's notes on odd metadata are not the user's problem
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with _open_regular(source) as fp, Image.open(fp, formats=FORMATS) as img:
-            if img.format == "JPEG":
-                check_scans(fp, source)
-            _fit(img, source, max_pixels, draft_side)
+            scans = check_scans(fp, source) if img.format == "JPEG" else 1
+            _fit(img, source, max_pixels, draft_side, buffered=scans > 1)
             img.load()
             upright(img)
             return img  # loaded: its pixels outlive the file, which leaving the with-block closes
@@ -149,11 +148,15 @@ def _open_regular(source: str | Path | IO[bytes]) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-def _fit(img: Image.Image, source: object, max_pixels: int, draft_side: int | None) -> None:
+def _fit(img: Image.Image, source: object, max_pixels: int, draft_side: int | None, buffered: bool = False) -> None:
     """Refuse an image over the pixel bounds, or set a JPEG to decode at a reduced scale (``draft``) that
-    keeps its longer side at least ``draft_side`` and fits ``max_pixels``."""
+    keeps its longer side at least ``draft_side`` and fits ``max_pixels``.
+
+    A JPEG of one scan (baseline) is decoded row by row, so reducing it bounds the memory; one of several
+    scans (``buffered``: progressive) keeps all its coefficients (2 bytes a pixel and channel) whatever
+    the scale, so its full size must fit ``max_pixels`` like any other format's."""
     width, height = img.size
-    ceiling = MAX_PIXELS if img.format == "JPEG" else min(max_pixels, MAX_PIXELS)
+    ceiling = MAX_PIXELS if img.format == "JPEG" and not buffered else min(max_pixels, MAX_PIXELS)
     if width * height > ceiling:
         raise TooLarge(f"{source}: image is too large: {width}x{height} pixels (at most {ceiling:,}{_reducible(img)})")
     if img.format != "JPEG":
@@ -177,11 +180,11 @@ def _fit(img: Image.Image, source: object, max_pixels: int, draft_side: int | No
 
 
 def _reducible(img: Image.Image) -> str:
-    return "" if img.format == "JPEG" else "; a JPEG is decoded at a reduced scale instead"
+    return "" if img.format == "JPEG" and not img.info.get("progressive") else "; a baseline JPEG is reduced instead"
 
 
-def check_scans(fp: IO[bytes], source: object, limit: int = MAX_JPEG_SCANS) -> None:
-    """Refuse a JPEG with more than ``limit`` scans (SOS markers) before it is decoded: each scan of a
+def check_scans(fp: IO[bytes], source: object, limit: int = MAX_JPEG_SCANS) -> int:
+    """The number of scans of a JPEG (0 when its markers are malformed: the decoder says so); refuse a JPEG with more than ``limit`` scans (SOS markers) before it is decoded: each scan of a
     progressive JPEG is a pass over the whole image, so a small file repeating one can take minutes.
 
     The header segments are skipped by their lengths; after the first scan a marker ``FF DA`` can only be
@@ -191,21 +194,21 @@ def check_scans(fp: IO[bytes], source: object, limit: int = MAX_JPEG_SCANS) -> N
     try:
         fp.seek(0)
         if fp.read(2) != b"\xff\xd8":
-            return
+            return 0
         while True:  # header segments: FF xx LEN(2, big-endian, itself included) ...
             marker = fp.read(2)
             if len(marker) < 2 or marker[0] != 0xFF:
-                return  # malformed: the decoder's own error says so
+                return 0  # malformed: the decoder's own error says so
             if marker[1] == 0xFF:
                 fp.seek(-1, os.SEEK_CUR)  # fill bytes
                 continue
             if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
                 continue
             if marker[1] == 0xD9:
-                return
+                return 0
             length = fp.read(2)
             if len(length) < 2:
-                return
+                return 0
             fp.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
             if marker[1] == 0xDA:
                 break
@@ -220,8 +223,9 @@ def check_scans(fp: IO[bytes], source: object, limit: int = MAX_JPEG_SCANS) -> N
                     "over the whole image); save it again as an ordinary JPEG"
                 )
             if end >= 0:
-                return
+                break
             tail = data[-1:]
+        return scans
     finally:
         fp.seek(start)
 

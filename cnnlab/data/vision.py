@@ -157,11 +157,16 @@ def load_cifar(name: str, data_dir: Path, splits: tuple[str, ...], download: boo
 
 
 def _download_cifar(fmt: CifarFormat, data_dir: Path) -> str:
-    """Fetch and extract the binary archive into ``data_dir``; "" or why it failed."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    """Fetch the binary archive into ``data_dir`` (torchvision's downloader, MD5 checked) and extract it
+    there with tarfile's ``data`` filter (:func:`cnnlab.data.cifar.extract_archive`); "" or why it failed."""
+    from torchvision.datasets.utils import download_url
+
+    from cnnlab.data.cifar import extract_archive
 
     def fetch() -> None:
-        download_and_extract_archive(fmt.url, str(data_dir), filename=fmt.archive, md5=fmt.md5, remove_finished=True)
+        download_url(fmt.url, str(data_dir), filename=fmt.archive, md5=fmt.md5)
+        extract_archive(data_dir / fmt.archive, data_dir)
+        (data_dir / fmt.archive).unlink()
 
     return fetch_without_leftovers(data_dir, [data_dir / fmt.archive, data_dir / fmt.folder], fetch)
 

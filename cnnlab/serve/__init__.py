@@ -30,14 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--max-upload-mb", type=float, default=2.0, help="largest request accepted, in MB (default 2)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=20.0,
+        help="largest request accepted, in MiB (default 20: a phone's photo); larger ones get 413",
+    )  # fmt: skip
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads per prediction (default 1: fastest for one small image)"
     )
     p.add_argument(
-        "--max-pixels", type=int, default=2048 * 2048,
-        help="largest image accepted, in pixels (default 4194304 = 2048x2048; the page's canvas sends 280x280, "
-        "so this only limits uploads; one image decodes to at most 4 bytes per pixel)",
+        "--max-pixels", type=int, default=4096 * 4096,
+        help="most pixels decoded per image (default 16777216 = 4096x4096): a larger JPEG is decoded at 1/2, "
+        "1/4 or 1/8 scale to fit, other formats larger are refused (400); one image decodes to at most 4 bytes "
+        "per pixel",
     )  # fmt: skip
     p.add_argument(
         "--max-concurrent", type=int, default=2,
@@ -48,7 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"require 'Authorization: Bearer TOKEN' on /api/* (default: ${TOKEN_ENV} if set); the page "
         "takes it from its address: http://HOST:PORT/#token=TOKEN",
     )  # fmt: skip
-    p.add_argument("--api-docs", action="store_true", help="also serve the API's docs at /api/docs and /openapi.json")
+    p.add_argument(
+        "--api-docs", action="store_true",
+        help="also serve the API's docs at /api/docs and /openapi.json (not with --token: the docs page loads "
+        "its script from a CDN)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
 

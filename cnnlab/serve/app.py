@@ -31,7 +31,7 @@ from cnnlab.errors import UserError
 from cnnlab.serve.service import MAX_PIXELS, ModelService
 
 STATIC = Path(__file__).parent / "static"
-DEFAULT_MAX_UPLOAD = 2 * 1024 * 1024
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # a phone's photo (a 48 MP JPEG is about 12 MB)
 DEFAULT_MAX_CONCURRENT = 2  # predictions at once; each holds at most one decoded image of MAX_PIXELS
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -39,13 +39,14 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it (or its declared length) exceeds ``limit``."""
     declared = request.headers.get("content-length", "")
+    hint = "; start serve with a larger --max-upload-mb to accept it"
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"upload too large: {int(declared):,} bytes (at most {limit:,})")
+        raise HTTPException(413, f"upload too large: {int(declared):,} bytes (at most {limit:,}){hint}")
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise HTTPException(413, f"upload too large: over {limit:,} bytes")
+            raise HTTPException(413, f"upload too large: over {limit:,} bytes{hint}")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -153,7 +154,13 @@ def create_app(
     """The FastAPI app serving the model in ``run_or_checkpoint`` (loaded once, here).
 
     ``allowed_hosts``: the only ``Host`` headers answered (None: any); ``token``: required as a bearer
-    token by ``/api/*``; ``api_docs``: serve ``/api/docs`` and ``/openapi.json``."""
+    token by ``/api/*``; ``api_docs``: serve ``/api/docs`` and ``/openapi.json`` (refused with a token: the
+    docs page loads its script from a CDN, on the origin where the page keeps the token)."""
+    if api_docs and token is not None:
+        raise UserError(
+            "--api-docs cannot be used with --token (or CNNLAB_TOKEN): the docs page loads its script from a CDN "
+            "on the origin where the page keeps the token; read the docs from a server without a token"
+        )
     service = ModelService(run_or_checkpoint, max_pixels=max_pixels)
     app = FastAPI(
         title="cnnlab",

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.data.images import TooLarge
 from cnnlab.errors import UserError
 from cnnlab.explain import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, load
@@ -26,7 +27,7 @@ from cnnlab.models import layer_names
 from cnnlab.preprocess import require_content
 
 MAX_CHANNELS = 32  # feature maps shown per layer
-MAX_PIXELS = 2048 * 2048  # an upload's pixels: the page's canvas sends 280x280; a phone photo must be scaled down
+MAX_PIXELS = 4096 * 4096  # pixels decoded per upload (a JPEG larger is decoded at 1/2, 1/4 or 1/8 scale to fit)
 
 
 def png_base64(pixels: np.ndarray) -> str:
@@ -126,6 +127,8 @@ class ModelService:
         try:
             image = p.prepare(p.preprocessing.decode(data, "upload", self.max_pixels))
             return require_content(image, "upload")
+        except TooLarge as exc:
+            raise UserError(f"{exc}; start serve with a larger --max-pixels to accept it") from None
         except UserError:
             raise
         except Exception as exc:  # an odd mode or a malformed file that slipped past the decoder: bad input
