@@ -109,14 +109,18 @@ def test_an_opened_image_keeps_its_pixels_and_leaves_no_file_open(tmp_path: Path
 # ---- hostile files (issue 27) and sideways photos (issue 23) ------------------------------------------
 
 
-def scan_bomb(path: Path, repeats: int = 300) -> Path:
-    """A small progressive JPEG whose last scan is repeated ``repeats`` times (a 'scan bomb': each copy is
-    one more pass of the decoder over the whole image)."""
+def scan_bomb(path: Path, repeats: int = 300, side: int = 64) -> Path:
+    """A progressive JPEG ``side`` pixels square whose last scan is repeated ``repeats`` times (a 'scan
+    bomb': each copy is one more pass of the decoder over the whole image; a flat image's scans are a
+    few bytes each)."""
     import io
 
     rng = np.random.default_rng(0)
+    pixels = (
+        rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) if side == 64 else np.full((side, side, 3), 128, np.uint8)
+    )
     buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG", progressive=True)
+    Image.fromarray(pixels).save(buffer, "JPEG", progressive=True)
     data = buffer.getvalue()
     last = data.rindex(b"\xff\xda")
     scan = data[last : data.rindex(b"\xff\xd9")]

@@ -73,6 +73,27 @@ def run_for(proc: subprocess.Popen, seconds: float) -> None:
         pass
 
 
+def checkpoint_step(run: Path) -> int:
+    """The optimiser step of the run's ``last.pt`` as it reports it (-1 while there is none); the file is
+    replaced atomically, so what is read is always a whole checkpoint."""
+    try:
+        return int(torch.load(run / "last.pt", weights_only=True)["step"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return -1
+
+
+def reach_step(run: Path, proc: subprocess.Popen, step: int) -> int:
+    """Wait (without a clock) until the run reports reaching optimiser ``step`` in a checkpoint; its step."""
+    seen = [-1]
+
+    def reached() -> bool:
+        seen[0] = checkpoint_step(run)
+        return seen[0] >= step
+
+    assert wait_until(reached, proc, every=0.02), f"the run ended at step {seen[0]} before step {step}"
+    return seen[0]
+
+
 def mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns

@@ -14,10 +14,10 @@ from conftest import run_cli
 from faultkit import (
     TRAIN,
     assert_same_training,
+    checkpoint_step,
     kill,
     metric_rows,
-    mtime,
-    run_for,
+    reach_step,
     start,
     status,
     temporaries,
@@ -47,9 +47,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_kill_9_and_ctrl_c_at_real_moments_then_resume_gives_the_same_run(tmp_path: Path, reference: Path):
     """One run, interrupted three ways, resumed with no other flag each time, then finished:
-    kill -9 right after ``config.json`` (before or at the first checkpoint), kill -9 at a random
-    moment inside a checkpoint write, Ctrl-C at a random moment (exit 130, a checkpoint, the resume
-    command). Each process is a real ``python -m cnnlab``."""
+    kill -9 right after ``config.json`` (before or at the first checkpoint), kill -9 inside the checkpoint
+    write after a step the run reported, Ctrl-C after a step it reported (exit 130, a checkpoint, the
+    resume command). Each process is a real ``python -m cnnlab``; each fault waits for a step, never a
+    time, so none can land after the run has finished."""
     run, log = tmp_path / "run", tmp_path / "stderr.log"
     rng = random.Random(6)
     faults: list[str] = []
@@ -60,32 +61,30 @@ def test_kill_9_and_ctrl_c_at_real_moments_then_resume_gives_the_same_run(tmp_pa
     faults.append(f"kill -9 after config.json: exit {code}, last.pt there: {(run / 'last.pt').exists()}")
     assert code == -signal.SIGKILL
 
+    total = 2 * 45  # the run's optimiser steps: every fault lands well before its end, at a step it reports
     for _ in range(3):  # a write takes milliseconds: the kill may land just after it, then try again
         proc = start("train", "--resume", str(run), log=log)
-        before = mtime(run / "last.pt")
-        wait_until(lambda b=before: mtime(run / "last.pt") != b, proc)  # it is training
-        delay = rng.uniform(0.0, 0.3)
-        run_for(proc, delay)
+        target = max(checkpoint_step(run), 0) + 3 * rng.randint(1, 3)
+        reached = reach_step(run, proc, target)  # it is training, past a checkpoint it wrote
         wait_until(lambda p=proc: bool(temporaries(run, p.pid)), proc)  # the next write begins
         code = kill(proc)
         left = temporaries(run, proc.pid)
-        faults.append(f"kill -9 in the first write {delay:.2f}s after a checkpoint: exit {code}, left {left}")
+        faults.append(f"kill -9 in the write after step {reached}: exit {code}, left {left}")
         if left:
             break
     assert code == -signal.SIGKILL and left  # the kill landed inside save_atomic
 
     log.write_text("")
     proc = start("train", "--resume", str(run), log=log)
-    before = mtime(run / "last.pt")
-    assert wait_until(lambda: mtime(run / "last.pt") != before, proc)
-    delay = rng.uniform(0.0, 0.3)
-    run_for(proc, delay)
+    target = checkpoint_step(run) + 3 * rng.randint(1, 3)
+    reached = reach_step(run, proc, target)
     code = kill(proc, signal.SIGINT)
     message = log.read_text()
-    faults.append(f"Ctrl-C {delay:.2f}s after a checkpoint: exit {code}, {message.strip()!r}")
+    faults.append(f"Ctrl-C after step {reached}: exit {code}, {message.strip()!r}")
     assert code == 130, message
     assert f"Resume with: cnnlab train --resume {run}" in message and "Traceback" not in message
     assert status(run) == "interrupted" and (run / "last.pt").is_file()
+    assert checkpoint_step(run) < total
 
     final = run_cli("train", "--resume", str(run))
     assert final.returncode == 0, final.stderr
