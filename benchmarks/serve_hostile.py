@@ -1,11 +1,12 @@
 """Latency of an ordinary ``POST /api/predict`` while hostile files keep arriving, and the server's memory.
 
-    python benchmarks/serve_hostile.py RUN_DIR [--seconds 30] [--attackers 4]
+    python benchmarks/serve_hostile.py RUN_DIR [--seconds 30] [--attackers 4] [--with-large]
 
 Starts ``cnnlab serve RUN_DIR --port 0`` (a real process, default limits), then ``--attackers`` threads
 post hostile files back to back: a 2048² progressive JPEG repeating one scan 120,000 times (a "scan
 bomb", 2 MB), a PNG with 100 zTXt chunks of 1 MB of text each, a PNG whose header claims 100,000²
-pixels, and the largest PNG the default ``--max-pixels`` accepts (4096², a real decode). Meanwhile one
+pixels, and with ``--with-large`` also the largest PNG the default ``--max-pixels`` accepts (4096², a real
+decode: not hostile, but it holds a prediction slot longest). Meanwhile one
 client posts a 28×28 digit PNG every 0.2 s and records each answer's latency. Prints the ordinary
 requests' p50, p99 and maximum, how the hostile requests were answered, and the server's RSS before
 and after (from /proc). Not part of the test suite (no timed assertions there).
@@ -67,10 +68,16 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--attackers", type=int, default=4)
+    parser.add_argument("--only", help="send only this kind of file (e.g. 'scan bomb')")
+    parser.add_argument("--with-large", action="store_true", help="also send the largest accepted PNG (not hostile)")
     args = parser.parse_args()
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-hostile-{os.getpid()}"
     folder.mkdir()
     files = hostile_files(folder)
+    if not args.with_large:
+        del files["largest accepted PNG"]
+    if args.only:
+        files = {args.only: files[args.only]}
     print(", ".join(f"{name}: {len(data) / 2**20:.2f} MB" for name, data in files.items()))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
