@@ -127,11 +127,11 @@ def upright(img: Image.Image) -> None:
         pass
 
 
-def _open_regular(source: str | Path | IO[bytes]) -> IO[bytes]:
+def _open_regular(source: str | Path | IO[bytes]) -> contextlib.AbstractContextManager[IO[bytes]]:
     """``source`` opened for reading if it is a regular file (links followed); opened without blocking, so
     a FIFO, a device or a socket is refused instead of waiting forever. Bytes are returned as they are."""
     if not isinstance(source, (str, Path)):
-        return contextlib.nullcontext(source)  # type: ignore[return-value]
+        return contextlib.nullcontext(source)
     try:
         fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -143,8 +143,9 @@ def _open_regular(source: str | Path | IO[bytes]) -> IO[bytes]:
     kind = os.fstat(fd).st_mode
     if not stat.S_ISREG(kind):
         os.close(fd)
-        what = "a folder" if stat.S_ISDIR(kind) else "not a regular file (a pipe, device or socket)"
-        raise UserError(f"{source}: {what}, not an image file")
+        if stat.S_ISDIR(kind):
+            raise UserError(f"{source}: is a folder, not an image file")
+        raise UserError(f"{source}: not a regular file (a pipe, device or socket), not an image file")
     return os.fdopen(fd, "rb")
 
 
