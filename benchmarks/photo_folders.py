@@ -186,7 +186,9 @@ def crop_counts(seed: int) -> dict[str, dict[str, int]]:
     """Crops per class and split: training counts shuffled onto the classes, val 15 % and test 30 % of them."""
     order = np.random.default_rng(seed).permutation(len(CROP_COUNTS))
     train = {name: CROP_COUNTS[j] for name, j in zip(PHOTOS, order)}
-    return {name: {"train": n, "val": max(8, round(0.15 * n)), "test": max(15, round(0.3 * n))} for name, n in train.items()}
+    return {
+        name: {"train": n, "val": max(8, round(0.15 * n)), "test": max(15, round(0.3 * n))} for name, n in train.items()
+    }
 
 
 def make_crops(folder: Path, seed: int, classes: list[str] | None = None, scale: float = 1.0) -> Counter:

@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     folders = folders_from(args.folders)
     if missing := [f for f in folders if not (f / "train").is_dir() or not (f / "test").is_dir()]:
-        parser.error(f"not a folder with train/ and test/: {missing[0]} (make them: python benchmarks/photo_folders.py)")
+        parser.error(
+            f"not a folder with train/ and test/: {missing[0]} (make them: python benchmarks/photo_folders.py)"
+        )
     if not folders:
         parser.error(f"no folders under {DEFAULT_ROOT}; make them: python benchmarks/photo_folders.py")
     report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
