@@ -19,8 +19,8 @@ each scored on the ``test/`` split:
 * ``tv:resnet18 from scratch``: ``cnnlab train --dataset folder:X --model tv:resnet18``;
 * ``fast recipe`` (only with ``--rows``): ``--recipe fast``.
 
-Each ``cnnlab train`` runs as its own process under ``nice -n 5`` (its wall time includes start-up and
-decoding); its ``best.pt`` is then scored with ``cnnlab.evaluate(run, split="test")``. A row the cnnlab
+Each ``cnnlab train`` runs as its own process under ``nice -n 5``, with the cnnlab this script imports
+(its wall time includes start-up and decoding); its ``best.pt`` is then scored with ``cnnlab.evaluate(run, split="test")``. A row the cnnlab
 in use cannot run (an unknown flag) prints ``n/a`` with the error.
 """
 
@@ -110,12 +110,13 @@ def cnnlab_row(folder: Path, key: str, runs: Path, extra: list[str]) -> Row:
     import cnnlab
 
     label, flags = ROWS[key]
-    run_dir = runs / folder.name / key
-    command = ["nice", "-n", "5", sys.executable, "-m", "cnnlab", "train", "--dataset", f"folder:{folder}",
+    run_dir = (runs / folder.name / key).resolve()
+    root = Path(cnnlab.__file__).resolve().parents[1]  # `-m cnnlab` puts its working directory first on sys.path
+    command = ["nice", "-n", "5", sys.executable, "-m", "cnnlab", "train", "--dataset", f"folder:{folder.resolve()}",
                *(flags or []), *extra, "--out", str(run_dir), "--overwrite"]  # fmt: skip
     print("$", " ".join(command[3:]), file=sys.stderr, flush=True)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=os.environ.copy())
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit code {done.returncode}"]
