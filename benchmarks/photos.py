@@ -20,13 +20,15 @@ each scored on the ``test/`` split:
 * ``fast recipe`` (only with ``--rows``): ``--recipe fast``.
 
 Each ``cnnlab train`` runs as its own process under ``nice -n 5``, with the cnnlab this script imports
-(its wall time includes start-up and decoding); its ``best.pt`` is then scored with ``cnnlab.evaluate(run, split="test")``. A row the cnnlab
-in use cannot run (an unknown flag) prints ``n/a`` with the error.
+(its wall time includes start-up and decoding); another process then scores its ``best.pt`` with
+``cnnlab.evaluate(run, split="test")``. A row the cnnlab in use cannot run (an unknown flag) prints
+``n/a`` with the error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +57,8 @@ ROWS: dict[str, tuple[str, list[str] | None]] = {
 }
 DEFAULT_ROWS = ["majority", "colour", "forest", "tutorial", "photos", "photos1m", "resnet18"]
 QUICK_FLAGS = ["--max-steps", "3"]
+# scores a run's best.pt on test/ in a process of its own, with the same cnnlab as its training
+EVALUATE = "import cnnlab, json, sys; print(json.dumps(cnnlab.evaluate(sys.argv[1], split='test')['accuracy']))"
 
 
 @dataclass
@@ -119,10 +123,16 @@ def cnnlab_row(folder: Path, key: str, runs: Path, extra: list[str]) -> Row:
     done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=os.environ.copy())
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit code {done.returncode}"]
-        return Row(label, None, seconds, f"n/a: {lines[-1][:120]}")
-    result = cnnlab.evaluate(run_dir, split="test")
-    return Row(label, result["accuracy"], seconds, recipe_note(done.stdout + done.stderr))
+        return Row(label, None, seconds, f"n/a: {last_line(done)}")
+    scored = subprocess.run([sys.executable, "-c", EVALUATE, str(run_dir)], capture_output=True, text=True, cwd=root)
+    if scored.returncode != 0:
+        return Row(label, None, seconds, f"n/a: eval: {last_line(scored)}")
+    return Row(label, json.loads(scored.stdout.splitlines()[-1]), seconds, recipe_note(done.stdout + done.stderr))
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit code {done.returncode}"]
+    return lines[-1][:120]
 
 
 def recipe_note(output: str) -> str:
