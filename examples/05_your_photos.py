@@ -14,11 +14,12 @@
 # # 05 · Your photos: fine-tuning a pretrained network
 #
 # Notebook 04 trained the tutorial's small CNN on grey digits, 400 of each. Real photos are harder:
-# colour, any size and shape, and usually only a few dozen or a few hundred per class. The usual answer
-# (fastai, Keras, torchvision's own tutorials) is not to start from random weights but from a network
-# that has already learnt to see, and to teach it only your classes. This notebook trains the same
-# torchvision ResNet-18 on the same small folder of colour photos twice — from scratch, and fine-tuned
-# from its ImageNet weights — and compares the two.
+# colour, any size and shape, and usually only a few dozen or a few hundred per class. Two answers work:
+# a recipe made for few colour photos (a small residual network, photo augmentation, a schedule sized by
+# the data), and — the usual answer of fastai, Keras and torchvision's own tutorials — not starting from
+# random weights but from a network that has already learnt to see, teaching it only your classes. This
+# notebook trains on the same small folder of colour photos twice — from scratch with cnnlab's `photos`
+# recipe, and torchvision's ResNet-18 fine-tuned from its ImageNet weights — and compares the two.
 #
 # To use your own photos, set `CNNLAB_PHOTOS` to their folder before starting Jupyter (or change the
 # `MY_PHOTOS` line below): one sub-folder per class, or `train/<class>/` and `test/<class>/`. Without it,
@@ -29,7 +30,7 @@
 # ## 0. Settings
 #
 # `CNNLAB_SMOKE=1` (used by the test suite) uses a handful of tiny images and a few training steps;
-# leave it unset for the real thing (a few minutes on two CPU cores). Everything is written under
+# leave it unset for the real thing (about ten minutes on two CPU cores). Everything is written under
 # `runs/notebooks/05_your_photos/` (or under `CNNLAB_RUNS`).
 
 # %%
@@ -58,10 +59,11 @@ OUT = RUNS / "05_your_photos"
 OUT.mkdir(parents=True, exist_ok=True)
 MY_PHOTOS = os.environ.get("CNNLAB_PHOTOS")  # a folder with one sub-folder of photos per class, or None
 
-MODEL = "tv:resnet18"  # any name `cnnlab models` lists, with the tv: prefix
+MODEL = "tv:resnet18"  # the network to fine-tune: any name `cnnlab models` lists, with the tv: prefix
 IMAGE_SIZE = 32 if SMOKE else 64  # the side the network sees; ImageNet's is 224, far slower on a CPU
 EPOCHS = 2 if SMOKE else 6
 FREEZE = 1  # epochs in which only the new head of the fine-tuned network learns
+SCRATCH_OPTIONS = dict(recipe="photos", image_size=IMAGE_SIZE, max_steps=2 if SMOKE else None, overwrite=True)
 OPTIONS = dict(model=MODEL, image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=32, optimizer="adam", lr=0.001,
                max_steps=2 if SMOKE else None, overwrite=True)  # fmt: skip
 
@@ -269,26 +271,36 @@ colour_accuracy = (nearest == test_files.labels.numpy()).mean()
 print(f"nearest average colour: {100 * colour_accuracy:.1f}% of the {len(test_files)} {TEST} images right")
 
 # %% [markdown]
-# ## 3. From scratch
+# ## 3. From scratch, with the `photos` recipe
 #
-# `tv:resnet18` is torchvision's ResNet-18 (11 million parameters) with a new head for our classes; without
-# `pretrained=True` every weight starts random. The equivalent command:
+# A **recipe** is a named set of training options that a run starts from; any option you give still
+# overrides it. The tutorial's recipe was sized for 60,000 grey digits: on a few hundred colour photos it
+# stops after a few dozen optimiser steps, without any augmentation. The `photos` recipe — what `cnnlab train --dataset folder:PATH` uses when you name no recipe —
+# is made for this case: a small residual network with BatchNorm, photo augmentation (each training
+# image is randomly cropped, flipped and colour-jittered every time it is seen, so a few hundred photos
+# look like many more), SGD with a one-cycle schedule and label smoothing, a length sized from the number
+# of training images, early stopping on validation accuracy and a bounded wall time. The equivalent
+# command:
 #
 # ```bash
-# cnnlab train --model tv:resnet18 --dataset folder:PATH --image-size 64 --epochs 6 \
-#     --batch-size 32 --optimizer adam --lr 0.001 --out runs/scratch
+# cnnlab train --recipe photos --dataset folder:PATH --image-size 64 --out runs/scratch
 # ```
 
 # %%
 SCRATCH = OUT / "scratch"
-scratch = cnnlab.train(dataset=dataset, out=str(SCRATCH), **OPTIONS)
-print(f"\nbest validation accuracy from scratch: {100 * scratch.best_val_acc:.1f}%")
+scratch = cnnlab.train(dataset=dataset, out=str(SCRATCH), **SCRATCH_OPTIONS)
+used = cnnlab.load(SCRATCH).config  # the options the run used: the recipe's, with ours on top
+print(f"\nthe photos recipe chose: model {used.model}, augment {used.augment!r}, {used.optimizer} with "
+      f"{used.schedule} (lr {used.lr}), label smoothing {used.label_smoothing}, batch {used.batch_size}")  # fmt: skip
+print(
+    f"trained {len(scratch.history)} epochs; best validation accuracy from scratch: {100 * scratch.best_val_acc:.1f}%"
+)
 
 # %% [markdown]
 # ## 4. Fine-tuned
 #
-# The same network, data, epochs and optimiser, but starting from the ImageNet weights, with only the new
-# head learning during the first epoch:
+# torchvision's ResNet-18 (11 million parameters), starting from its ImageNet weights with a new head
+# for our classes, only the new head learning during the first epoch, then six epochs in all with Adam:
 #
 # ```bash
 # cnnlab train --model tv:resnet18 --pretrained --freeze 1 --dataset folder:PATH --image-size 64 --epochs 6 \
@@ -316,7 +328,8 @@ except cnnlab.UserError as error:
 # ## 5. The two validation curves, side by side
 #
 # Validation accuracy and loss after every epoch. The dotted line marks where the fine-tuned run unfroze
-# its pretrained layers.
+# its pretrained layers. The from-scratch run takes many more (and cheaper) epochs: its network is smaller,
+# and an augmented photo is a new photo every epoch.
 
 # %%
 RUN_DIRS = {"from scratch": SCRATCH} | ({"fine-tuned": TUNED} if tuned else {})
@@ -340,7 +353,8 @@ fig.savefig(OUT / "scratch_vs_finetuned.png", dpi=110, bbox_inches="tight")
 plt.close(fig)
 show(OUT / "scratch_vs_finetuned.png")
 for label, history in runs.items():
-    print(f"{label:>12}: " + "  ".join(f"{100 * row['val_acc']:.1f}%" for row in history))
+    accs = [100 * row["val_acc"] for row in history]
+    print(f"{label:>12}: {len(accs)} epochs, validation accuracy best {max(accs):.1f}%, last {accs[-1]:.1f}%")
 if not tuned:
     print("(only the from-scratch run: the fine-tuned run needs the pretrained weights, see section 4)")
 
@@ -351,7 +365,9 @@ if not tuned:
 # its best epoch on, with the run's own preprocessing, and draws the confusion matrix (rows: true class,
 # columns: predicted). The command is `cnnlab eval runs/scratch --split test`.
 #
-# Compare each run's test accuracy with its validation accuracy above, and with the average colour.
+# Compare each run's test accuracy with its validation accuracy above, and with the average colour
+# (before the `photos` recipe, this notebook trained ResNet-18 from scratch for 6 epochs with Adam: 69 % on
+# test, below the colour guess's 72 %).
 # The validation images were held out of `train/`, so they are cut from the same regions of the photos
 # as the training images; the test images come from other regions. A network that has learnt its
 # training regions by heart scores well on validation and worse on test. That gap — few images, and
@@ -362,7 +378,10 @@ if not tuned:
 print(f"nearest average colour: accuracy {100 * colour_accuracy:.1f}%")
 for label, run in RUN_DIRS.items():
     numbers = cnnlab.evaluate(run, split=TEST)
-    print(f"\n{label}: {numbers['n']} {TEST} images, accuracy {100 * numbers['accuracy']:.1f}%")
+    versus = "above" if numbers["accuracy"] > colour_accuracy else "not above"
+    print(
+        f"\n{label}: {numbers['n']} {TEST} images, accuracy {100 * numbers['accuracy']:.1f}% ({versus} the colour guess)"
+    )
     print(numbers["report"])
     show(numbers["confusion_png"])
 if not tuned:
@@ -389,6 +408,7 @@ for label, run in RUN_DIRS.items():
 # Everything above, with `PATH` your folder of photos:
 #
 # ```bash
+# cnnlab train --dataset folder:PATH --image-size 64 --out runs/scratch   # the photos recipe, from scratch
 # cnnlab models                                  # torchvision's classifiers: parameters, ImageNet top-1
 # cnnlab train --model tv:resnet18 --pretrained --freeze 1 --dataset folder:PATH --image-size 64 \
 #     --epochs 6 --batch-size 32 --optimizer adam --lr 0.001 --out runs/finetuned
