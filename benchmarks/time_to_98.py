@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from cnnlab.config import FAST_RECIPE, TrainConfig, validate
+from cnnlab.config import TrainConfig, validate
+from cnnlab.recipes import FAST as FAST_RECIPE
 from cnnlab.data import load_data, make_batches
 from cnnlab.engine import evaluate, fit, make_loss
 from cnnlab.models import count_parameters

@@ -24,9 +24,10 @@ from cnnlab.config import (
     COMPILE_MODES,
     DEVICES,
     DTYPES,
-    FAST_RECIPE,
+    HFLIPS,
     MONITORS,
     OPTIMIZERS,
+    RECIPES,
     SCHEDULES,
     TrainConfig,
     load_toml,
@@ -36,11 +37,11 @@ from cnnlab.text import safe, safe_lines
 
 # How each TrainConfig field's type becomes a flag (the field's default and help live in config.py).
 _FLAG_TYPES: dict[str, Any] = {
-    "str": str, "str | None": str, "float": float, "float | None": float, "int": int, "int | None": int,
+    "str": str, "str | None": str, "str | int": str, "float | str | None": str, "float": float, "float | None": float, "int": int, "int | None": int,
 }  # fmt: skip
 _CHOICES = {
     "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES, "compile_mode": COMPILE_MODES,
-    "monitor": MONITORS, "dtype": DTYPES, "balance": BALANCES,
+    "monitor": MONITORS, "dtype": DTYPES, "balance": BALANCES, "recipe": RECIPES, "hflip": HFLIPS,
 }  # fmt: skip
 
 
@@ -94,10 +95,6 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", default=None, metavar="FILE.toml", help="read options from a TOML file; flags override it"
     )
-    p.add_argument(
-        "--recipe", choices=("tutorial", "fast"), default=S,
-        help="tutorial (default: the tutorial's settings) or fast (fastnet, one-cycle, label smoothing, augmentation)",
-    )  # fmt: skip
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="reuse an --out folder that already holds a run")
     add_option_flags(p)
@@ -121,14 +118,9 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def base_config(args: argparse.Namespace) -> TrainConfig:
-    """The configuration flags start from: the tutorial's defaults, or ``--recipe fast``, then ``--config``."""
-    base: dict[str, Any] = {}
-    if getattr(args, "recipe", "tutorial") == "fast":
-        base.update(FAST_RECIPE)
-    if args.config:
-        base.update(load_toml(args.config))
-    return TrainConfig(**base)
+def config_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a new run as given: a ``--config`` file's, the flags on top (the recipe fills the rest)."""
+    return {**(load_toml(args.config) if args.config else {}), **train_options(args)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -140,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         result = train(resume=args.resume, **options)
     else:
-        result = train(base_config(args), overwrite=args.overwrite, **options)
+        result = train(overwrite=args.overwrite, **config_options(args))
     if not result.is_main:  # under torchrun only rank 0 reports
         return 0
     last = result.history[-1]

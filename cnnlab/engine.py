@@ -7,6 +7,7 @@ and read back only every :data:`SYNC_EVERY` steps, so the CPU never waits on eve
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from tqdm import tqdm  # text bar everywhere: a Jupyter widget bar would not sur
 from cnnlab.checkpoint import rng_state, save_atomic, set_rng_state
 from cnnlab.config import TrainConfig
 from cnnlab.data import Data, make_batches
-from cnnlab.data.loaders import balanced_sample_weights
+from cnnlab.data.loaders import balanced_sample_weights, flips_allowed
 from cnnlab.env import resolve_device
 from cnnlab.errors import Diverged, Interrupted, UserError
 from cnnlab.losses import LN2, get_loss, predictions
@@ -114,6 +115,10 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     sums: torch.Tensor | None = None  # this epoch so far: loss·n, correct, n
     partial: dict[str, Any] | None = None  # the row of an epoch cut short by max_steps
+    plan: dict[str, Any] | None = None  # --time-limit: the planned steps and the speed they come from
+    stop_reason: str | None = None  # epochs, max_steps, time_limit (the planned steps), deadline or early_stop
+    seconds: float = 0.0  # training time so far (of every session of a resumed run)
+    seconds_before: float = 0.0  # ... before this session
 
     def rows(self) -> list[dict[str, Any]]:
         """Finished epochs, plus the epoch cut short by ``max_steps`` if any."""
@@ -146,15 +151,23 @@ def make_loss(
     cfg: TrainConfig, class_weights: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss ``cfg`` names. With ``class_weights`` (``nll`` or ``ce``) the class-weighted mean
-    E = Σ_n w_(y_n) ℓ_n / Σ_n w_(y_n), as torch's ``weight=`` computes it."""
+    E = Σ_n w_(y_n) ℓ_n / Σ_n w_(y_n) of the per-sample losses ℓ_n (label smoothing included).
+
+    Not torch's ``cross_entropy(weight=, label_smoothing=)``: it weights the smoothing term of every
+    sample by the weights of all the *other* classes, Σ_c w_c · (ε/K) · (−log p_c), which pulls every
+    prediction towards the rarest classes; with ``--recipe fast --balance weights`` on a small
+    unbalanced folder that term dominated and the model predicted minority classes (21 % accuracy)."""
     if class_weights is not None:
-        if cfg.loss == "nll":
-            return lambda output, target: F.nll_loss(output, target, weight=class_weights)
-        if cfg.loss == "ce":
-            return lambda output, target: F.cross_entropy(
-                output, target, weight=class_weights, label_smoothing=cfg.label_smoothing
-            )
-        raise UserError(f"--balance weights works with --loss nll or ce, not {cfg.loss}; use --balance sampler")
+        if cfg.loss not in ("nll", "ce"):
+            raise UserError(f"--balance weights works with --loss nll or ce, not {cfg.loss}; use --balance sampler")
+        smoothing = cfg.label_smoothing if cfg.loss == "ce" else 0.0
+
+        def weighted(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            per_sample = F.cross_entropy(output, target, reduction="none", label_smoothing=smoothing)
+            w = class_weights[target]
+            return (w * per_sample).sum() / w.sum()
+
+        return weighted
     if cfg.label_smoothing:
         return lambda output, target: F.cross_entropy(output, target, label_smoothing=cfg.label_smoothing)
     return get_loss(cfg.loss)
@@ -181,10 +194,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total: int | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step schedule: constant, ×gamma each epoch, cosine to zero, or one-cycle."""
-    total = total_steps(cfg, steps_per_epoch)
+    """A per-step schedule over ``total`` steps (default :func:`total_steps`): constant, ×gamma each
+    epoch, cosine to zero, or one-cycle."""
+    total = total or total_steps(cfg, steps_per_epoch)
     lr_sched = torch.optim.lr_scheduler
     if cfg.schedule == "step":
         return lr_sched.StepLR(optimizer, step_size=steps_per_epoch, gamma=cfg.gamma)
@@ -196,9 +210,82 @@ def make_scheduler(
     return lr_sched.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+def total_steps(cfg: TrainConfig, steps_per_epoch: int, plan: dict[str, Any] | None = None) -> int:
+    """The run's length in optimiser steps: its epochs, cut by ``--max-steps`` and by a ``--time-limit`` plan."""
     total = cfg.epochs * steps_per_epoch
-    return min(total, cfg.max_steps) if cfg.max_steps else total
+    return min(total, cfg.max_steps or total, plan["steps"] if plan else total)
+
+
+def _length_reason(cfg: TrainConfig, plan: dict[str, Any] | None, total: int) -> str:
+    if cfg.max_steps == total:
+        return "max_steps"
+    if plan is not None and plan["steps"] == total and total < cfg.epochs * plan["steps_per_epoch"]:
+        return "time_limit"
+    return "epochs"
+
+
+PLAN_SAFETY = 0.9  # the share of the time left that the planned steps may fill
+PROBE_STEPS = (3, 8)  # --time-limit: warm-up steps, then timed steps
+
+
+def plan_steps(
+    model: nn.Module, cfg: TrainConfig, world: World, train_batches: Any, val_batches: Any, loss_fn: Callable,
+    spent: float,
+) -> dict[str, Any]:
+    """``--time-limit``: how many optimiser steps fit, from the measured speed of the first steps.
+
+    A copy of the model takes a few steps on the first batches (augmentation included) and
+    validates once, so the run itself is untouched (its RNG included). With t seconds per step,
+    v per validation pass and s steps per epoch, S = ⌊0.9 · (limit − spent) / (t + v / s)⌋ steps
+    fit; every process of a job agrees on the same S (their mean)."""
+    warm, timed = PROBE_STEPS
+    probe = copy.deepcopy(model).train()
+    optimizer = make_optimizer(probe, cfg)
+    devices = [world.device] if world.device.type == "cuda" else []
+    durations: list[float] = []
+    with torch.random.fork_rng(devices=devices):
+        epoch = 1
+        while len(durations) < warm + timed:
+            batches = train_batches.batches(epoch)
+            while len(durations) < warm + timed:
+                begin = time.perf_counter()
+                item = next(batches, None)
+                if item is None:
+                    break
+                x, y = item
+                loss = loss_fn(probe(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                _synchronize(world.device)
+                durations.append(time.perf_counter() - begin)
+            epoch += 1
+        begin = time.perf_counter()
+        evaluate(probe, val_batches, loss_fn)
+        _synchronize(world.device)
+        validation = time.perf_counter() - begin
+    step = sum(durations[warm:]) / timed
+    per_epoch = len(train_batches)
+    left = cfg.time_limit - spent - sum(durations) - validation
+    steps = max(1, int(PLAN_SAFETY * max(left, 0.0) / (step + validation / per_epoch)))
+    steps = int(world.summed(torch.tensor(float(steps), dtype=torch.float64)) / world.size)
+    return {
+        "steps": steps, "steps_per_epoch": per_epoch, "time_limit": cfg.time_limit,
+        "seconds_per_step": step, "seconds_per_validation": validation, "seconds_before": spent + sum(durations),
+    }  # fmt: skip
+
+
+def _plan_line(plan: dict[str, Any], steps_per_epoch: int) -> str:
+    return (
+        f"--time-limit {plan['time_limit']:g}s: {plan['steps']} steps fit ({plan['steps'] / steps_per_epoch:.1f} "
+        f"epochs at {1000 * plan['seconds_per_step']:.0f} ms a step, {plan['seconds_per_validation']:.1f} s a "
+        "validation); the schedule ends there"
+    )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -261,6 +348,7 @@ def fit(
     each epoch's samples ∝ 1/class size (:func:`cnnlab.data.loaders.epoch_order`); validation stays
     the plain mean either way. ``cfg.freeze``: the first ``freeze`` epochs train only the head.
     """
+    fit_started = time.perf_counter()
     world = world or World(resolve_device(cfg.device))
     device, progress = world.device, cfg.progress and world.is_main
     model.to(device)
@@ -273,15 +361,25 @@ def fit(
     shard = dict(channels_last=cfg.channels_last, rank=world.rank, world_size=world.size)
     train_batches = make_batches(
         data.splits["train"], data, cfg.batch_size * world.size, device,  # --batch-size is per process
-        dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, sample_weights=sample_weights, **shard,
+        dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, sample_weights=sample_weights,
+        flips=flips_allowed(data.name, cfg.augment, cfg.hflip), **shard,
     )  # fmt: skip
     val_batches = eval_batches(data, "val", cfg, model, **shard)
     weights = world.loss_weights(train_batches.n, train_batches.batch_size)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, len(train_batches))
-    state = TrainState()
+    plan = resume.get("plan") if resume is not None else None  # a resumed run keeps its plan: never re-measured
+    if plan is None and cfg.time_limit is not None:
+        plan = plan_steps(model, cfg, world, train_batches, val_batches, loss_fn, time.perf_counter() - fit_started)
+        if progress:
+            print(_plan_line(plan, len(train_batches)), flush=True)
+    total = total_steps(cfg, len(train_batches), plan)
+    epochs = min(cfg.epochs, -(-total // len(train_batches)))  # the last epoch the run reaches
+    scheduler = make_scheduler(optimizer, cfg, len(train_batches), total)
+    state = TrainState(plan=plan)
     if resume is not None:
-        state = _restore(resume, model, optimizer, scheduler, train_batches, world.is_main)
+        state = _restore(resume, model, optimizer, scheduler, world.is_main)
+    deadline = None if cfg.time_limit is None else fit_started + cfg.time_limit - state.seconds
+    past_deadline = world.agreed(lambda: deadline is not None and time.perf_counter() >= deadline, every=1)
     forward = world.wrap(model)  # DDP averages gradients; `model` stays unwrapped
     if cfg.compile or cfg.compile_mode != "default":  # reduce-overhead replays CUDA graphs: no launch per kernel
         forward = torch.compile(forward, mode=cfg.compile_mode)
@@ -293,11 +391,13 @@ def fit(
         watch.check(model, state.step)  # never save non-finite weights: the last good checkpoint stays
         sums = None if state.sums is None else world.summed(state.sums)  # every rank comes here together
         if run_dir is not None and world.is_main:
-            payload = _checkpoint_payload(model, optimizer, scheduler, train_batches, state, sums)
+            state.seconds = state.seconds_before + time.perf_counter() - fit_started
+            payload = _checkpoint_payload(model, optimizer, scheduler, state, sums)
             save_atomic({**payload, **(checkpoint_extra or {})}, run_dir / name)
 
-    stop = state.stopped_early is not None
-    while state.epoch <= cfg.epochs and not stop:
+    stop = state.stopped_early is not None or state.step >= total
+    state.seconds_before = state.seconds
+    while state.epoch <= epochs and not stop:
         epoch, started = state.epoch, time.perf_counter()
         if cfg.freeze:
             set_trainable(model, head_only=epoch <= cfg.freeze)
@@ -306,7 +406,7 @@ def fit(
             state.sums = torch.zeros(3, dtype=torch.float64)
         sums = state.sums = state.sums.to(device)
         bar = tqdm(
-            total=len(train_batches), initial=state.batch, desc=f"epoch {epoch}/{cfg.epochs}",
+            total=len(train_batches), initial=state.batch, desc=f"epoch {epoch}/{epochs}",
             disable=not progress, leave=False, unit="batch", dynamic_ncols=True,
         )  # fmt: skip
         for x, y in train_batches.batches(epoch, start=state.batch):
@@ -344,8 +444,11 @@ def fit(
                 bar.close()
                 checkpoint("last.pt")
                 raise Interrupted(f"stopped at epoch {epoch}, step {state.step}")
-            if cfg.max_steps and state.step >= cfg.max_steps:
-                stop = True
+            if state.step >= total:
+                stop, state.stop_reason = True, _length_reason(cfg, plan, total)
+                break
+            if deadline is not None and past_deadline():  # the plan was too long: stop at this step, on time
+                stop, state.stop_reason = True, "deadline"
                 break
         bar.close()
         watch.check()
@@ -373,14 +476,14 @@ def fit(
         else:  # cut short by max_steps: report it, but resume from the middle of this epoch
             state.partial = row
         if progress:
-            print(format_epoch(row, cfg.epochs), flush=True)
+            print(format_epoch(row, epochs), flush=True)
         if writer is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
                 writer.add_scalar(key, row[key], epoch)
         improved = row["val_acc"] > state.best_val_acc
         state.best_val_acc = max(state.best_val_acc, row["val_acc"])
         if cfg.early_stop and finished and patience_ran_out(state, row, cfg):
-            state.stopped_early, stop = epoch, True
+            state.stopped_early, stop, state.stop_reason = epoch, True, "early_stop"
             if progress:
                 print(f"early stop: {cfg.monitor} has not improved for {cfg.early_stop} epoch(s)", flush=True)
         if improved:  # best.pt first: a crash between the two writes then redoes the epoch and both
@@ -390,6 +493,8 @@ def fit(
             on_epoch(state)
     if writer is not None:
         writer.close()
+    state.stop_reason = state.stop_reason or "epochs"
+    state.seconds = state.seconds_before + time.perf_counter() - fit_started
     return state
 
 
@@ -452,13 +557,15 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
 
 
 def _checkpoint_payload(
-    model: nn.Module, optimizer: Any, scheduler: Any, batches: Any, state: TrainState, sums: torch.Tensor | None
+    model: nn.Module, optimizer: Any, scheduler: Any, state: TrainState, sums: torch.Tensor | None
 ) -> dict[str, Any]:
     return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": {**rng_state(), "augment": batches.aug_generator.get_state()},
+        "rng": rng_state(),  # augmentation needs none: it is a pure function of (seed, epoch, step)
+        "plan": state.plan,
+        "seconds": state.seconds,
         "epoch": state.epoch,
         "batch": state.batch,
         "step": state.step,
@@ -469,15 +576,12 @@ def _checkpoint_payload(
     }
 
 
-def _restore(
-    ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, batches: Any, is_main: bool
-) -> TrainState:
+def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any, is_main: bool) -> TrainState:
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
-        batches.aug_generator.set_state(ckpt["rng"]["augment"])
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise UserError(
             f"cannot resume: the checkpoint's training state does not fit this run ({type(exc).__name__})"
@@ -488,6 +592,7 @@ def _restore(
         best_val_acc=ckpt.get("best_val_acc", -1.0), history=list(ckpt.get("history", [])),
         best_monitored=early.get("best"), bad_epochs=early.get("bad_epochs", 0), stopped_early=early.get("stopped"),
         sums=ckpt.get("epoch_sums") if is_main else None,  # rank 0 carries the run's sums
+        plan=ckpt.get("plan"), seconds=float(ckpt.get("seconds", 0.0)),
     )  # fmt: skip
 
 

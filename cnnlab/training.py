@@ -27,6 +27,7 @@ from cnnlab.data.registry import canonical_dataset, describe, is_file_dataset
 from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
+from cnnlab.recipes import Choice, describe_length, resolve, size_to_data
 from cnnlab.models import build_model, ensure_weights, load_pretrained, weights_file, weights_preprocessing
 from cnnlab.text import safe_lines
 
@@ -111,7 +112,7 @@ def train(
     runs after every optimiser step, ``on_epoch(row)`` after every epoch with its metrics row (an
     exception it raises stops the run, which is then marked failed).
     """
-    (cfg, notes), run_dir, ckpt = _options(config, resume, options)
+    (cfg, notes), run_dir, ckpt, choice = _options(config, resume, options)
     world = join(cfg.device)  # decided once: one process, or one of several under torchrun
     if ckpt is not None:  # keep the global batch if the number of processes changed
         cfg = cfg.replace(batch_size=world.per_process_batch(cfg.batch_size, ckpt.get("world_size", 1)))
@@ -123,6 +124,9 @@ def train(
         if cfg.pretrained and ckpt is None:
             ensure_weights(cfg.model, cfg.progress)  # before decoding any image: offline, say so at once
         data = training_data(cfg)
+        if choice is not None:  # the recipe is decided once, here, before the run; a resumed run keeps it
+            cfg = validate(size_to_data(cfg, choice, len(data.splits["train"])))
+            notes = {**notes, "recipe": {"name": choice.name, "why": choice.why}}
         seed_everything(cfg.seed, cfg.deterministic)  # after loading: a cold or warm cache gives the same weights
         model = model_for(cfg, data, pretrained=ckpt is None)  # a resumed run's weights come from its last.pt
     if cfg.pretrained:
@@ -135,6 +139,8 @@ def train(
         runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size, **notes)
         if cfg.progress:
             _announce(data, ckpt, notes.get("pretrained_weights"))
+            if choice is not None:
+                print(choice.line() + f"; {describe_length(cfg, _steps_per_epoch(cfg, data, world.size))}", flush=True)
 
     def epoch_done(state: TrainState) -> None:
         if world.is_main:
@@ -171,17 +177,17 @@ def train(
 
 def _options(
     config: TrainConfig | None, resume: str | Path | None, options: dict[str, Any]
-) -> tuple[tuple[TrainConfig, dict[str, Any]], Path | None, dict[str, Any] | None]:
+) -> tuple[tuple[TrainConfig, dict[str, Any]], Path | None, dict[str, Any] | None, Choice | None]:
     """The validated options of a new run (with what ``config.json`` records about them, e.g. the
-    ``--lr auto`` range test), or of the run ``resume`` continues (with its directory and ``last.pt``,
-    ``None`` when it stopped before its first checkpoint)."""
+    ``--lr auto`` range test, and the recipe it starts from), or of the run ``resume`` continues (with its
+    directory and ``last.pt``, ``None`` when it stopped before its first checkpoint; no recipe choice)."""
     if resume is None:
-        cfg = (config or TrainConfig()).replace(**options)
+        cfg, choice = resolve(config, options)
         auto_lr = cfg.lr == "auto"
         cfg = validate(cfg.replace(lr=TrainConfig().lr) if auto_lr else cfg)  # every other option first
         cfg = cfg.replace(dataset=canonical_dataset(cfg.dataset))  # a run can be evaluated from anywhere
         _check_optional_packages(cfg)
-        return (_with_found_lr(cfg) if auto_lr else (cfg, {})), None, None
+        return (_with_found_lr(cfg) if auto_lr else (cfg, {})), None, None, choice
     run_dir, ckpt = resume_point(resume)
     refused = sorted(set(options) - RESUME_OVERRIDES)
     if refused:
@@ -201,7 +207,11 @@ def _options(
         _check_continuable(run_dir, ckpt, stored, cfg)
         if cfg.early_stop != stored.early_stop:  # a new patience: count afresh from here
             ckpt["early_stop"] = {**(ckpt.get("early_stop") or {}), "bad_epochs": 0, "stopped": None}
-    return (cfg, {}), run_dir, ckpt
+    return (cfg, {}), run_dir, ckpt, None
+
+
+def _steps_per_epoch(cfg: TrainConfig, data: Data, world_size: int) -> int:
+    return -(-len(data.splits["train"]) // (cfg.batch_size * world_size))
 
 
 def _with_found_lr(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
@@ -225,6 +235,12 @@ def _check_continuable(run_dir: Path, ckpt: dict[str, Any], stored: TrainConfig,
         raise UserError(
             f"{run_dir} stopped early after epoch {stopped} ({stored.monitor} no longer improved): nothing to "
             "train; pass another --early-stop (early_stop= in Python) to continue it"
+        )
+    plan = ckpt.get("plan")
+    if plan is not None and ckpt["step"] >= plan["steps"]:
+        raise UserError(
+            f"{run_dir} has already taken the {plan['steps']} steps its --time-limit planned: nothing to train; "
+            "start a new run to train longer"
         )
     if cfg.max_steps is not None and ckpt["step"] >= cfg.max_steps:
         raise UserError(
@@ -292,6 +308,9 @@ def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, 
         "epochs_done": len(state.history),
         "steps": state.step,
         "stopped_early": state.stopped_early,  # the epoch early stopping ended the run after, or null
+        "stop_reason": state.stop_reason,  # epochs, max_steps, time_limit (its planned steps), deadline, early_stop
+        "plan": state.plan,  # --time-limit: the planned steps and the measured speed they come from
+        "train_seconds": state.seconds,
     }
     runs.set_status(run_dir, "finished", result=result)
     return TrainResult(run_dir, history, state.best_val_acc, model)

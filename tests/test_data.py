@@ -10,7 +10,6 @@ from conftest import make_image_folder, write_idx
 
 from cnnlab.data import epoch_order, load_data, make_batches, normalize
 from cnnlab.data.idx import parse_idx, read_idx
-from cnnlab.data.loaders import translate
 from cnnlab.errors import UserError
 
 
@@ -141,16 +140,6 @@ def test_epoch_order_is_seeded_and_batches_cover_every_sample_once(mnist5k):
     order = epoch_order(4000, 5, 3)
     assert torch.equal(seen, mnist5k.splits["train"].labels[order])
     assert len(batches) == 63
-
-
-def test_translate_shifts_within_bounds():
-    x = torch.zeros(4, 1, 9, 9)
-    x[:, :, 4, 4] = 1.0
-    out = translate(x, 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
-    for img in out:
-        r, c = torch.nonzero(img[0])[0].tolist()
-        assert abs(r - 4) <= 2 and abs(c - 4) <= 2 and img.sum() == 1
 
 
 def small_idx_test_folder(folder: Path, labels: list[int]) -> Path:

@@ -215,7 +215,7 @@ def _targets(
 
 def _fast_config(cfg: TrainConfig) -> TrainConfig:
     """``--recipe fast`` with the run's seed, device and threads."""
-    from cnnlab.config import FAST_RECIPE
+    from cnnlab.recipes import FAST as FAST_RECIPE
 
     return validate(TrainConfig(**FAST_RECIPE, seed=cfg.seed, device=cfg.device, threads=cfg.threads, progress=False))
 

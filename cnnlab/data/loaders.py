@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cnnlab.data.augment import augment, batch_generator, parse_level
 from cnnlab.data.images import read_image
 from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit
 
@@ -57,26 +58,19 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # Datasets whose classes survive a left-right mirror (photos); never digits or letters.
 MIRROR_DATASETS = frozenset({"cifar10", "cifar100", "cifar100-coarse"})
+# Datasets of digits and letters: a mirror changes what they mean, so flips are refused unless forced.
+GLYPH_DATASETS = frozenset({"mnist5k", "mnist", "digits", "fashion-mnist", "kmnist", "emnist"})
 
 
-def translate(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to ``max_shift`` pixels in x and y (zero fill): pad, then random crop.
-
-    Applied to the uint8 images before normalisation, zero fill is black (the background of MNIST digits)."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4)
-    shifts = to_device(torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator), x.device)
-    rows = (torch.arange(h, device=x.device).view(1, h) + shifts[0].view(n, 1)).view(n, 1, h, 1)
-    cols = (torch.arange(w, device=x.device).view(1, w) + shifts[1].view(n, 1)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-    return padded[batch, channel, rows, cols]
-
-
-def mirror(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image left-right with probability ½."""
-    flip = to_device(torch.rand(len(x), generator=generator) < 0.5, x.device).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(3), x)
+def flips_allowed(dataset: str, augment: str | int, hflip: str = "auto") -> bool:
+    """Whether augmentation flips images left-right: ``--hflip on``/``off`` decide; ``auto`` flips
+    photos (CIFAR, ``folder:``, ``csv:``) at every level and never the digit and letter datasets
+    (an integer shift flips only the CIFAR sets, as it always did)."""
+    if hflip != "auto":
+        return hflip == "on"
+    if isinstance(parse_level(augment), int):
+        return dataset in MIRROR_DATASETS
+    return dataset not in GLYPH_DATASETS
 
 
 class Batches:
@@ -91,7 +85,8 @@ class Batches:
         shuffle: bool = False,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
-        augment: int = 0,
+        augment: str | int = "none",
+        flips: bool | None = None,
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
@@ -102,9 +97,9 @@ class Batches:
         self.n, self.data, self.batch_size, self.device = n, data, batch_size, device
         self.sample_weights = sample_weights  # with shuffle: each epoch is a weighted draw (epoch_order)
         self.shuffle, self.seed, self.dtype = shuffle, seed, dtype
-        self.augment, self.rank, self.world_size = augment, rank, world_size
+        self.augment, self.rank, self.world_size = parse_level(augment), rank, world_size
+        self.flips = flips_allowed(data.name, augment) if flips is None else flips
         self.channels_last = channels_last
-        self.aug_generator = torch.Generator().manual_seed(seed + 7)
         shape = (1, len(data.mean), 1, 1)  # made once: a new CUDA tensor per batch would sync the host
         self.mean = to_device(torch.tensor(data.mean, dtype=torch.float32), device).view(shape)
         self.std = to_device(torch.tensor(data.std, dtype=torch.float32), device).view(shape)
@@ -121,16 +116,16 @@ class Batches:
         for b in range(start, len(self)):
             yield order[b * self.batch_size : (b + 1) * self.batch_size][self.rank :: self.world_size]
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+    def prepare(self, images: torch.Tensor, epoch: int = 1, batch: int = 0) -> torch.Tensor:
         """uint8 images on the device → (augmented) normalised float batch.
 
-        Augmentation works on the uint8 images: a random shift (black fill), and a random left-right
-        mirror for the datasets in :data:`MIRROR_DATASETS`."""
-        if self.augment:
-            images = translate(images, self.augment, self.aug_generator)
-            if self.data.name in MIRROR_DATASETS:
-                images = mirror(images, self.aug_generator)
-        x = images.float().div_(255.0).sub_(self.mean).div_(self.std)  # normalize(), with mean and std in place
+        Augmentation (:mod:`cnnlab.data.augment`) draws from a generator seeded by (seed, epoch, batch)
+        and this rank, so batch ``batch`` of ``epoch`` is augmented the same whenever it is made."""
+        if self.augment != "none":
+            generator = batch_generator(self.seed + 7919 * self.rank, epoch, batch)
+            images = augment(images, self.augment, generator, self.flips)
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        x = x.sub_(self.mean).div_(self.std)  # normalize(), with mean and std in place
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype)
@@ -146,8 +141,9 @@ class TensorBatches(Batches):
 
     def batches(self, epoch: int = 1, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x, y) for batches ``start``, ``start + 1``, ... of ``epoch``."""
-        for index in self.batch_indices(epoch, start, self.device):  # index_select: a plain row gather, ~10x faster
-            yield self.prepare(self.images.index_select(0, index)), self.labels.index_select(0, index)
+        batches = self.batch_indices(epoch, start, self.device)
+        for b, index in enumerate(batches, start):  # index_select: a plain row gather, ~10x faster
+            yield self.prepare(self.images.index_select(0, index), epoch, b), self.labels.index_select(0, index)
 
 
 class _FileDataset(Dataset):
@@ -181,8 +177,9 @@ class FileBatches(Batches):
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),
         )
-        for images, labels in loader:
-            yield self.prepare(images.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
+        for b, (images, labels) in enumerate(loader, start):
+            x = self.prepare(images.to(self.device, non_blocking=True), epoch, b)
+            yield x, labels.to(self.device, non_blocking=True)
 
 
 def make_batches(split: Split, data: Data, batch_size: int, device: torch.device, **kwargs) -> Batches:

@@ -59,16 +59,17 @@ def register(subparsers: Any) -> None:
 
 def train_config(args: argparse.Namespace, command: str) -> Any:
     """The :class:`~cnnlab.config.TrainConfig` the train flags describe, as ``cnnlab train`` builds it."""
-    from cnnlab.cli import base_config, train_options
+    from cnnlab.cli import config_options
+    from cnnlab.recipes import resolve
 
     if args.resume:
         raise UserError(f"{command} starts from fresh models; --resume does not apply")
     if args.nproc is not None:
         raise UserError(f"{command} runs in one process; --nproc does not apply")
-    options = train_options(args)
+    options = config_options(args)
     if not isinstance(options.get("lr", 0.0), float):
         raise UserError(f"{command}: --lr must be a number here (got {options['lr']!r})")
-    return base_config(args).replace(**options)
+    return resolve(None, options)[0]
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:

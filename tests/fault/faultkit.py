@@ -17,10 +17,12 @@ import torch
 from conftest import ROOT
 
 # The run every crash test interrupts: 2 epochs of 45 steps, a checkpoint every 3 steps, dropout
-# and augmentation (so every random generator matters), one thread so runs are bit-reproducible.
+# and the strongest augmentation with flips forced (so every random generator matters), a --time-limit
+# (its plan must survive the kill), one thread so runs are bit-reproducible.
 TRAIN = [
     "train", "--dataset", "digits", "--model", "examplenet", "--deterministic", "--checkpoint-every", "3",
-    "--epochs", "2", "--batch-size", "32", "--augment", "1", "--threads", "1", "--quiet",
+    "--epochs", "2", "--batch-size", "32", "--augment", "trivial", "--hflip", "on", "--time-limit", "30m",
+    "--threads", "1", "--quiet",
 ]  # fmt: skip
 
 
