@@ -148,7 +148,7 @@ def resnet9(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, w
     for stage in range(stages):
         layers += [*_conv_bn(c, 2 * c), nn.MaxPool2d(2)]
         c *= 2
-        if stage in (0, stages - 1) and not (stage == 0 and stages > 1 and stage == stages - 1):
+        if stage in (0, stages - 1):
             layers.append(Residual(*_conv_bn(c, c), *_conv_bn(c, c)))
     return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), *_head(c, num_classes))
 

@@ -4,6 +4,7 @@ exact resume with the sampler, and the minority class's recall rising over --bal
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,22 @@ def test_weighted_nll_and_ce_are_the_weighted_means_by_hand():
     assert float(nll(log_probs, target)) != pytest.approx(float(F.nll_loss(log_probs, target)), rel=1e-3)
     with pytest.raises(UserError, match="--balance weights works with --loss nll or ce"):
         make_loss(TrainConfig(balance="weights", loss="mse"), weights)
+
+
+def test_class_weights_with_label_smoothing_weight_each_sample_by_its_own_class():
+    """torch's cross_entropy(weight=, label_smoothing=) weights every sample's smoothing term by all the
+    classes' weights, which pulled predictions to the rarest class (the 21 % collapse of
+    --recipe fast --balance weights); the loss is the weighted mean of per-sample smoothed losses."""
+    logits = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 0, 0, 1])
+    weights = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)  # class 2 has no sample in the batch
+    loss = make_loss(TrainConfig(balance="weights", loss="ce", label_smoothing=0.3), weights)(logits, target)
+    assert loss.item() == pytest.approx(math.log(3), rel=1e-12)  # every sample's smoothed loss is log 3 here
+    loss.backward()
+    plain = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    F.cross_entropy(plain, target, label_smoothing=0.3, reduction="none")[0].backward()
+    assert torch.allclose(logits.grad[0] / logits.grad[0].abs().sum(), plain.grad[0] / plain.grad[0].abs().sum())
+    assert float(logits.grad[:, 2].sum()) > 0  # the absent class is pushed down, not up
 
 
 def test_sampler_order_is_a_pure_function_of_seed_and_epoch():

@@ -95,6 +95,29 @@ def test_a_logistic_model_exports_two_class_probabilities(tmp_path: Path, mnist5
     np.testing.assert_allclose(probs, predictor.probabilities(images).numpy(), atol=1e-5, rtol=0)
 
 
+def test_the_residual_colour_network_exports_to_onnx_and_torchscript(tmp_path: Path, mnist5k):
+    """resnet9 (BatchNorm, residual blocks, channels-last in training) exports like every other model."""
+    torch.manual_seed(0)
+    model = build_model("resnet9", 3, 16, 4).eval()
+    for m in model.modules():  # running statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    data = Data("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
+    save_atomic({**checkpoint_header(TrainConfig(model="resnet9"), data), "model": model.state_dict()}, tmp_path / "best.pt")
+    predictor = cnnlab.load(tmp_path / "best.pt")
+    grey = mnist5k.splits["val"].images[:15, :, 6:22, 6:22]
+    images = torch.cat([grey[:5], grey[5:10], grey[10:]], dim=1)
+    x = normalize(images, predictor.mean, predictor.std).float()
+    expected = predictor.probabilities(images).numpy()
+    session = onnxruntime.InferenceSession(str(export(tmp_path / "best.pt", "onnx")))
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-5, rtol=0)
+    scripted = torch.jit.load(str(export(tmp_path / "best.pt", "torchscript")))
+    with torch.no_grad():
+        out = scripted(x.contiguous(memory_format=torch.channels_last))
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.slow
 def test_export_cli_writes_beside_the_checkpoint_by_default(checkpoint: Path):
     result = run_cli("export", str(checkpoint), "--format", "torchscript")
