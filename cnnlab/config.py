@@ -48,6 +48,11 @@ class TrainConfig:
     freeze: int = option(
         0, "with --pretrained: train only the new classifier head for the first N epochs, then everything"
     )
+    lr_mult: float = option(
+        1.0,
+        "discriminative learning rates (fine-tuning with --pretrained): the head trains at --lr, each earlier "
+        "layer group at this times the next one's (e.g. 0.5); 1: one rate for all",
+    )
     dataset: str = option(
         "mnist5k",
         "mnist5k (embedded), digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, cifar100-coarse, folder:PATH",
@@ -183,6 +188,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)}"),
         (cfg.compile_mode in COMPILE_MODES, f"--compile-mode must be one of {', '.join(COMPILE_MODES)}"),
         (cfg.dtype in DTYPES, f"--dtype must be float32 or float64, not {cfg.dtype!r}"),
+        (0 < cfg.lr_mult <= 1, f"--lr-mult must be in (0, 1] (got {cfg.lr_mult})"),
         (0 < cfg.lr <= MAX_FACTOR, f"--lr must be > 0 and at most {MAX_FACTOR:g} (got {cfg.lr})"),
         (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
         (1 <= cfg.epochs <= MAX_EPOCHS, f"--epochs must be 1 to {MAX_EPOCHS} (got {cfg.epochs})"),

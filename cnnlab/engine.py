@@ -28,7 +28,7 @@ from cnnlab.data.loaders import balanced_sample_weights, flips_allowed
 from cnnlab.env import resolve_device
 from cnnlab.errors import Diverged, Interrupted, UserError
 from cnnlab.losses import LN2, get_loss, predictions
-from cnnlab.models import set_trainable
+from cnnlab.models import layer_groups, set_trainable
 
 SYNC_EVERY = 25
 T = TypeVar("T")
@@ -177,8 +177,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (with ``momentum=0`` exactly Δw = −α ∂E/∂w), Adam, AdamW or Adadelta.
 
     Each updates all its tensors with one multi-tensor ("foreach") kernel per operation, also on the
-    CPU where torch would loop over them in Python: the same numbers, bit for bit, in less time."""
-    params = model.parameters()
+    CPU where torch would loop over them in Python: the same numbers, bit for bit, in less time.
+
+    With ``cfg.lr_mult`` below 1 the layers train at discriminative rates (:func:`layer_groups`): the
+    last group (the head) at ``lr``, each group before it at ``lr_mult`` times the next one's."""
+    params: Any = model.parameters()
+    if cfg.lr_mult != 1.0:
+        groups = layer_groups(model)
+        params = [{"params": g, "lr": cfg.lr * cfg.lr_mult ** (len(groups) - 1 - i)} for i, g in enumerate(groups)]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
@@ -206,7 +212,8 @@ def make_scheduler(
         return lr_sched.CosineAnnealingLR(optimizer, T_max=total)
     if cfg.schedule == "onecycle":
         cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
-        return lr_sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25, cycle_momentum=cycle)
+        peaks = [group["lr"] for group in optimizer.param_groups]  # --lr-mult: each group its own peak
+        return lr_sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=0.25, cycle_momentum=cycle)
     return lr_sched.LambdaLR(optimizer, lambda _: 1.0)
 
 
@@ -225,7 +232,7 @@ def _length_reason(cfg: TrainConfig, plan: dict[str, Any] | None, total: int) ->
 
 
 PLAN_SAFETY = 0.9  # the share of the time left that the planned steps may fill
-PROBE_STEPS = (3, 8)  # --time-limit: warm-up steps, then timed steps
+PROBE_STEPS = (2, 6)  # --time-limit: warm-up steps, then timed steps (runs no longer than this are not planned)
 
 
 def plan_steps(
@@ -368,7 +375,7 @@ def fit(
     weights = world.loss_weights(train_batches.n, train_batches.batch_size)
     optimizer = make_optimizer(model, cfg)
     plan = resume.get("plan") if resume is not None else None  # a resumed run keeps its plan: never re-measured
-    if plan is None and cfg.time_limit is not None:
+    if plan is None and cfg.time_limit is not None and total_steps(cfg, len(train_batches)) > sum(PROBE_STEPS):
         plan = plan_steps(model, cfg, world, train_batches, val_batches, loss_fn, time.perf_counter() - fit_started)
         if progress:
             print(_plan_line(plan, len(train_batches)), flush=True)

@@ -288,6 +288,16 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in modules[last:] for p in m.parameters(recurse=False)]
 
 
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """``--lr-mult``: the model's parameters in layer groups from the input to the head: a torchvision
+    model's top-level blocks (ResNet: conv1, bn1, layer1, ..., layer4, fc), a cnnlab model's layers
+    (a layer without parameters joins the next group); the head (:func:`head_parameters`) is the last group."""
+    top = model.net if isinstance(model, TorchvisionNet) else model
+    head = {id(p) for p in head_parameters(model)}
+    groups = [[p for p in child.parameters() if id(p) not in head] for child in top.children()]
+    return [g for g in groups if g] + [head_parameters(model)]
+
+
 def set_trainable(model: nn.Module, head_only: bool) -> None:
     """``--freeze``: only the head learns (``head_only``), or every layer does."""
     head = {id(p) for p in head_parameters(model)}

@@ -28,7 +28,7 @@ FAST: dict[str, Any] = dict(
 
 # Tuned on real colour folders (benchmarks/photos.py); the length is set by photos_epochs.
 PHOTOS: dict[str, Any] = dict(
-    model="resnet9", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+    model="resnet9", optimizer="sgd", lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4,
     schedule="onecycle", loss="ce", label_smoothing=0.1, augment="light", batch_size=64,
     early_stop=12, monitor="val_acc", time_limit=240.0,
 )  # fmt: skip

@@ -214,3 +214,27 @@ def test_models_lists_torchvisions_classifiers(capsys: pytest.CaptureFixture):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("tv:")}
     assert rows["tv:resnet18"][1] == "11,689,512" and rows["tv:resnet18"][2] == "69.8%"
     assert len(rows) > 50 and "seednet" in out
+
+
+@pytest.mark.slow
+def test_fine_tuning_with_discriminative_rates_and_photo_augmentation_resumes_exactly(torch_home: Path, tmp_path: Path):
+    """--freeze 1 --lr-mult 0.5: the head alone first, then every layer group at half the rate of the next
+    one; with the photos augmentation on the weights' preprocessing, a run stopped mid-epoch and
+    resumed ends with the same weights and the same parameter groups as one that never stopped."""
+    stand_in_weights()
+    data = photo_folder(tmp_path / "photos", per_class=8, test_per_class=1)
+    common = dict(
+        model=MODEL, pretrained=True, freeze=1, lr_mult=0.5, dataset=f"folder:{data}", image_size=32,
+        batch_size=8, epochs=2, lr=0.01, schedule="step", deterministic=True, progress=False,
+    )  # fmt: skip
+    cnnlab.train(out=tmp_path / "whole", **common)
+    cnnlab.train(out=tmp_path / "cut", max_steps=4, **common)  # 20 training images: 3 steps an epoch
+    cnnlab.train(resume=tmp_path / "cut", max_steps=None)
+    whole, cut = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert whole["config"]["augment"] == "light" and whole["config"]["recipe"] == "photos"
+    for key, value in whole["model"].items():
+        assert torch.equal(value, cut["model"][key]), key
+    rates = [group["initial_lr"] for group in whole["optimizer"]["param_groups"]]
+    assert len(rates) > 3 and rates[-1] == 0.01
+    assert all(a == pytest.approx(0.5 * b) for a, b in zip(rates, rates[1:]))
+    assert rates == [group["initial_lr"] for group in cut["optimizer"]["param_groups"]]
