@@ -168,8 +168,8 @@ def child(kind: str, root: Path, epochs: int, n_train: int, fast: bool) -> dict:
     import torchvision.transforms.v2.functional  # noqa: F401  likewise
 
     import cnnlab
-    from cnnlab.recipes import FAST as FAST_RECIPE
     from cnnlab.data import load_data
+    from cnnlab.recipes import FAST as FAST_RECIPE
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     folder = f"folder:{root / 'png'}"
@@ -192,7 +192,13 @@ def child(kind: str, root: Path, epochs: int, n_train: int, fast: bool) -> dict:
             "peak_mb": memory.peak,
         }
     recipe = FAST_RECIPE if fast else {}
-    options = {"recipe": "fast" if fast else "tutorial", **recipe, "epochs": epochs, "progress": False, "out": str(root / "runs" / kind)}
+    options = {
+        "recipe": "fast" if fast else "tutorial",
+        **recipe,
+        "epochs": epochs,
+        "progress": False,
+        "out": str(root / "runs" / kind),
+    }
     if kind == "idx":
         options |= {"dataset": "mnist", "data_dir": str(root / "idx")}
     else:

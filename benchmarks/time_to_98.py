@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from cnnlab.config import TrainConfig, validate
-from cnnlab.recipes import FAST as FAST_RECIPE
 from cnnlab.data import load_data, make_batches
 from cnnlab.engine import evaluate, fit, make_loss
 from cnnlab.models import count_parameters
+from cnnlab.recipes import FAST as FAST_RECIPE
 from cnnlab.training import model_for, seed_everything
 
 TARGET = 0.98

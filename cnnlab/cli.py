@@ -91,7 +91,6 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     Defaults are not set on the parser (``SUPPRESS``): only flags the user gives override a
     ``--config`` file, a ``--recipe`` or a resumed run's stored options."""
-    S = argparse.SUPPRESS
     p.add_argument(
         "--config", default=None, metavar="FILE.toml", help="read options from a TOML file; flags override it"
     )

@@ -146,7 +146,7 @@ MAX_EPOCHS = 100_000
 def parse_duration(value: float | str) -> float:
     """``--time-limit``: seconds from ``90``, ``90s``, ``2.5m``, ``1h`` (a number alone is seconds)."""
     text = str(value).strip().lower()
-    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:])
     try:
         seconds = float(text[:-1] if scale else text) * (scale or 1.0)
     except ValueError:

@@ -236,7 +236,12 @@ PROBE_STEPS = (2, 6)  # --time-limit: warm-up steps, then timed steps (runs no l
 
 
 def plan_steps(
-    model: nn.Module, cfg: TrainConfig, world: World, train_batches: Any, val_batches: Any, loss_fn: Callable,
+    model: nn.Module,
+    cfg: TrainConfig,
+    world: World,
+    train_batches: Any,
+    val_batches: Any,
+    loss_fn: Callable,
     spent: float,
 ) -> dict[str, Any]:
     """``--time-limit``: how many optimiser steps fit, from the measured speed of the first steps.

@@ -134,7 +134,9 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def resnet9(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: int | None = None) -> nn.Sequential:
+def resnet9(
+    in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: int | None = None
+) -> nn.Sequential:
     """A small residual network for colour images, laid out like the ResNet-9 of the DAWNBench CIFAR-10
     entries (and airbench): a conv–BN–ReLU stem, then stages of conv–BN–ReLU → max-pool that double the
     width, a residual block of two conv–BN–ReLU after the first and the last stage, global max-pool → classes.

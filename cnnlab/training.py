@@ -27,8 +27,8 @@ from cnnlab.data.registry import canonical_dataset, describe, is_file_dataset
 from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
-from cnnlab.recipes import Choice, describe_length, resolve, size_to_data
 from cnnlab.models import build_model, ensure_weights, load_pretrained, weights_file, weights_preprocessing
+from cnnlab.recipes import Choice, describe_length, resolve, size_to_data
 from cnnlab.text import safe_lines
 
 

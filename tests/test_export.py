@@ -104,7 +104,9 @@ def test_the_residual_colour_network_exports_to_onnx_and_torchscript(tmp_path: P
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
     data = Data("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
-    save_atomic({**checkpoint_header(TrainConfig(model="resnet9"), data), "model": model.state_dict()}, tmp_path / "best.pt")
+    save_atomic(
+        {**checkpoint_header(TrainConfig(model="resnet9"), data), "model": model.state_dict()}, tmp_path / "best.pt"
+    )
     predictor = cnnlab.load(tmp_path / "best.pt")
     grey = mnist5k.splits["val"].images[:15, :, 6:22, 6:22]
     images = torch.cat([grey[:5], grey[5:10], grey[10:]], dim=1)

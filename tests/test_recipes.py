@@ -72,7 +72,9 @@ def colour_folder(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
 
 
 def test_a_folder_trains_with_the_photos_recipe_and_says_why(colour_folder: Path, tmp_path: Path, capsys):
-    assert main(["train", "--dataset", f"folder:{colour_folder}", "--max-steps", "2", "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(["train", "--dataset", f"folder:{colour_folder}", "--max-steps", "2", "--out", str(tmp_path / "r")]) == 0
+    )
     out = capsys.readouterr().out
     assert "recipe photos: folder: holds your own images" in out
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -82,9 +84,7 @@ def test_a_folder_trains_with_the_photos_recipe_and_says_why(colour_folder: Path
     assert stored["result"]["stop_reason"] == "max_steps"
 
 
-def test_a_time_limit_plans_the_steps_records_them_and_resumes_with_the_same_plan(
-    colour_folder: Path, tmp_path: Path
-):
+def test_a_time_limit_plans_the_steps_records_them_and_resumes_with_the_same_plan(colour_folder: Path, tmp_path: Path):
     """A run with --time-limit, copied mid-run (as a kill would leave it) and resumed, ends with the same
     weights as the run itself: the plan comes from the checkpoint, augmentation from (seed, epoch, step)."""
     common = dict(
