@@ -234,10 +234,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+TTA_HELP = "test-time augmentation: average each image's probabilities with its mirror image's (models trained with flips)"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from cnnlab.reports import evaluate
 
-    result = evaluate(args.run, args.dataset, args.data_dir, args.split, args.out, args.device)
+    result = evaluate(args.run, args.dataset, args.data_dir, args.split, args.out, args.device, tta=args.tta)
     if args.json:
         keys = (
             "dataset",
@@ -268,7 +271,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UserError(f"--topk must be ≥ 1 (got {args.topk})")
-    results = predict(args.run, args.images, topk=args.topk, invert=args.invert, device=args.device)
+    results = predict(args.run, args.images, topk=args.topk, invert=args.invert, device=args.device, tta=args.tta)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -338,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the pictures (default: beside the checkpoint)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where to run the model (default cpu)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for image files")
@@ -350,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where to run the model (default cpu)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write the model as ONNX or TorchScript, with its preprocessing")

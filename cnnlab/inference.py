@@ -25,6 +25,30 @@ from cnnlab.models import build_model
 from cnnlab.preprocess import Preprocessing, for_training_data, require_content
 
 
+def valid_tta(cfg: TrainConfig) -> list[str]:
+    """The test-time augmentations a model trained with ``cfg`` may use: ``hflip`` where its training flipped
+    images left-right (``--augment`` with flips), else none."""
+    from cnnlab.data.loaders import flips_allowed
+
+    return ["hflip"] if cfg.augment != "none" and flips_allowed(cfg.dataset, cfg.augment, cfg.hflip) else []
+
+
+class FlipAverage(nn.Module):
+    """``--tta``: the model's class probabilities averaged over each image and its mirror image,
+    p = ½ (p(x) + p(flip(x))), returned as log-probabilities (as a logit for a one-logit model)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        p = (probabilities(out) + probabilities(self.model(x.flip(3)))) / 2
+        if out.shape[1] == 1:  # logistic: back to one logit
+            return torch.logit(p[:, 1:].clamp(1e-7, 1 - 1e-7))
+        return p.clamp_min(1e-12).log()
+
+
 @dataclass
 class Predictor:
     """A trained model with everything needed to feed it: classes, image shape, normalisation."""
@@ -38,6 +62,12 @@ class Predictor:
     config: TrainConfig
     path: Path
     resize: int | None = None  # trained on images scaled (shorter side) to this, then centre-cropped
+    tta: bool = False  # average each image's probabilities with its mirror image's (FlipAverage)
+
+    @property
+    def scorer(self) -> nn.Module:
+        """The model as predictions use it: itself, or with ``tta`` averaged over flips."""
+        return FlipAverage(self.model) if self.tta else self.model
 
     @property
     def device(self) -> torch.device:
@@ -62,7 +92,7 @@ class Predictor:
         self.model.eval()
         dtype = next(self.model.parameters()).dtype
         x = normalize(images.to(self.device), self.mean, self.std).to(dtype)
-        return probabilities(self.model(x)).float().cpu()
+        return probabilities(self.scorer(x)).float().cpu()
 
     def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
         """An image file → uint8 [C, H, W], prepared by :attr:`preprocessing` (``invert``: take it as dark
@@ -74,8 +104,9 @@ class Predictor:
         return self.preprocessing.prepare(img, invert)
 
 
-def load(path: str | Path, device: str = "cpu") -> Predictor:
-    """Load a run directory (its ``best.pt``) or a checkpoint file for evaluation or prediction."""
+def load(path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
+    """Load a run directory (its ``best.pt``) or a checkpoint file for evaluation or prediction; with
+    ``tta``, predictions average over flips (refused for a model whose training did not flip images)."""
     ckpt_path = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
     try:
@@ -91,17 +122,23 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
             f"{ckpt_path}: the weights do not fit a {arch['model']} for {arch['in_channels']}x"
             f"{arch['image_size']}x{arch['image_size']} images (checkpoint of another architecture?)"
         ) from None
+    if tta and "hflip" not in ckpt.get("tta", valid_tta(cfg)):
+        raise UserError(
+            f"--tta: {ckpt_path} was not trained with left-right flips (its --augment {cfg.augment}, --hflip "
+            f"{cfg.hflip} on {cfg.dataset}), so averaging over flips would not be valid; leave out --tta"
+        )
     if cfg.dtype == "float64":
         model = model.double()
     model.to(resolve_device(device)).eval()
     return Predictor(
         model, list(meta["classes"]), arch["in_channels"], arch["image_size"],
-        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path, meta.get("resize"),
+        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path, meta.get("resize"), tta,
     )  # fmt: skip
 
 
 def predict(
-    path: str | Path, images: list[str | Path] | str | Path, topk: int = 3, invert: bool = False, device: str = "cpu"
+    path: str | Path, images: list[str | Path] | str | Path, topk: int = 3, invert: bool = False, device: str = "cpu",
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Top-k classes for each image file, prepared by the model's :attr:`Predictor.preprocessing`.
     An image with nothing on it is a UserError."""
@@ -111,7 +148,7 @@ def predict(
         raise UserError("no images given: pass a list of image files (images=[...])")
     if topk < 1:
         raise UserError(f"topk must be ≥ 1 (got {topk}; --topk on the command line)")
-    predictor = load(path, device)
+    predictor = load(path, device, tta)
     batch = torch.stack([require_content(predictor.read(p, invert), str(p)) for p in images])
     probs = predictor.probabilities(batch)
     k = min(topk, probs.shape[1])

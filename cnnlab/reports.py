@@ -29,24 +29,26 @@ def evaluate(
     split: str | None = None,
     out: str | Path | None = None,
     device: str = "cpu",
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Loss, accuracy, per-class report, confusion matrix, most-confused pairs (``most_confused``: true →
     predicted, count, largest first) and mistakes gallery (with Grad-CAM overlays) of a trained model.
 
     Defaults: the run's own dataset; the ``test`` split where the dataset has one, else ``val``.
-    Pictures go to ``out`` (default: ``eval-<dataset>-<split>/`` beside the checkpoint).
+    Pictures go to ``out`` (default: ``eval-<dataset>-<split>/`` beside the checkpoint). ``tta``: the
+    numbers of the predictions averaged over flips (:class:`cnnlab.inference.FlipAverage`).
     """
     from cnnlab import plots
     from cnnlab.metrics import confusion_matrix, format_most_confused, format_report, most_confused, per_class_report
 
-    predictor = load(path, device)
+    predictor = load(path, device, tta)
     cfg = predictor.config
     dataset = dataset or cfg.dataset
     split = split or default_split(dataset)
     data = _eval_data(predictor, dataset, data_dir or cfg.data_dir, split)
     _check_compatible(predictor, data)
     batches = eval_batches(data, split, cfg, predictor.model)
-    result = evaluate_batches(predictor.model, batches, make_loss(cfg.replace(label_smoothing=0.0)), keep_outputs=True)
+    result = evaluate_batches(predictor.scorer, batches, make_loss(cfg.replace(label_smoothing=0.0)), keep_outputs=True)
     outputs, labels = result.pop("outputs"), result.pop("labels")
     report = per_class_report(outputs, labels, data.classes)
     matrix = confusion_matrix(outputs, labels, len(data.classes))

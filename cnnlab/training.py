@@ -27,6 +27,7 @@ from cnnlab.data.registry import canonical_dataset, describe, is_file_dataset
 from cnnlab.distributed import join
 from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
 from cnnlab.errors import UserError
+from cnnlab.inference import valid_tta
 from cnnlab.models import build_model, ensure_weights, load_pretrained, weights_file, weights_preprocessing
 from cnnlab.recipes import Choice, describe_length, resolve, size_to_data
 from cnnlab.text import safe_lines
@@ -334,6 +335,7 @@ def checkpoint_header(cfg: TrainConfig, data: Data, world_size: int = 1) -> dict
             **({"resize": data.resize} if data.resize is not None else {}),
         },  # fmt: skip
         "config": cfg.to_dict(),
+        "tta": valid_tta(cfg),  # the test-time augmentations its training makes valid (--tta)
         "world_size": world_size,  # processes that trained it (the global batch is batch_size × this)
     }
 

@@ -78,3 +78,28 @@ def test_a_batch_is_augmented_the_same_when_an_epoch_is_resumed_in_the_middle(ph
     for (x, y), (rx, ry) in zip(whole[4:], resumed):
         assert torch.equal(x, rx) and torch.equal(y, ry)
     assert not torch.equal(whole[0][0], list(batches.batches(epoch=3))[0][0])
+
+
+def test_tta_averages_over_flips_only_for_models_trained_with_them(tmp_path, mnist5k):
+    """--tta: p = ½ (p(x) + p(mirror x)) for a model whose training flipped images; refused otherwise."""
+    import cnnlab
+    from cnnlab.checkpoint import save_atomic
+    from cnnlab.config import TrainConfig
+    from cnnlab.errors import UserError
+    from cnnlab.models import build_model
+    from cnnlab.training import checkpoint_header
+
+    torch.manual_seed(0)
+    model = build_model("fastnet", 3, 16, 4).eval()
+    data = Data("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5,) * 3, (0.25,) * 3)
+    for name, augment in (("flipped", "light"), ("plain", "none")):
+        cfg = TrainConfig(model="fastnet", dataset="folder:/photos", augment=augment)
+        save_atomic({**checkpoint_header(cfg, data), "model": model.state_dict()}, tmp_path / f"{name}.pt")
+    grey = mnist5k.splits["val"].images[:6, :, 6:22, 6:22]
+    images = torch.cat([grey[:2], grey[2:4], grey[4:]], dim=1)
+    plain = cnnlab.load(tmp_path / "flipped.pt")
+    averaged = cnnlab.load(tmp_path / "flipped.pt", tta=True).probabilities(images)
+    by_hand = (plain.probabilities(images) + plain.probabilities(images.flip(3))) / 2
+    assert torch.allclose(averaged, by_hand, atol=1e-6) and not torch.allclose(averaged, plain.probabilities(images))
+    with pytest.raises(UserError, match="--tta.*not trained with left-right flips"):
+        cnnlab.load(tmp_path / "plain.pt", tta=True)
