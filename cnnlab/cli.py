@@ -234,7 +234,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-TTA_HELP = "test-time augmentation: average each image's probabilities with its mirror image's (models trained with flips)"
+TTA_HELP = (
+    "test-time augmentation: average each image's probabilities with its mirror image's (models trained with flips)"
+)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

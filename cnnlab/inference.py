@@ -137,7 +137,11 @@ def load(path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
 
 
 def predict(
-    path: str | Path, images: list[str | Path] | str | Path, topk: int = 3, invert: bool = False, device: str = "cpu",
+    path: str | Path,
+    images: list[str | Path] | str | Path,
+    topk: int = 3,
+    invert: bool = False,
+    device: str = "cpu",
     tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Top-k classes for each image file, prepared by the model's :attr:`Predictor.preprocessing`.

@@ -92,8 +92,8 @@ def test_tta_averages_over_flips_only_for_models_trained_with_them(tmp_path, mni
     torch.manual_seed(0)
     model = build_model("fastnet", 3, 16, 4).eval()
     data = Data("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5,) * 3, (0.25,) * 3)
-    for name, augment in (("flipped", "light"), ("plain", "none")):
-        cfg = TrainConfig(model="fastnet", dataset="folder:/photos", augment=augment)
+    for name, level in (("flipped", "light"), ("plain", "none")):
+        cfg = TrainConfig(model="fastnet", dataset="folder:/photos", augment=level)
         save_atomic({**checkpoint_header(cfg, data), "model": model.state_dict()}, tmp_path / f"{name}.pt")
     grey = mnist5k.splits["val"].images[:6, :, 6:22, 6:22]
     images = torch.cat([grey[:2], grey[2:4], grey[4:]], dim=1)
