@@ -242,14 +242,14 @@ def plan_steps(
     train_batches: Any,
     val_batches: Any,
     loss_fn: Callable,
-    spent: float,
 ) -> dict[str, Any]:
     """``--time-limit``: how many optimiser steps fit, from the measured speed of the first steps.
 
     A copy of the model takes a few steps on the first batches (augmentation included) and
-    validates once, so the run itself is untouched (its RNG included). With t seconds per step,
-    v per validation pass and s steps per epoch, S = ⌊0.9 · (limit − spent) / (t + v / s)⌋ steps
-    fit; every process of a job agrees on the same S (their mean)."""
+    validates once, so the run itself is untouched (its RNG included). With t seconds per step
+    (after the warm-up steps), v per validation pass and s steps per epoch, S = ⌊0.9 · limit / (t + v / s)⌋
+    steps fit; the limit counts from the first step of the run itself. Every process of a job agrees
+    on the same S (their mean)."""
     warm, timed = PROBE_STEPS
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg)
@@ -278,12 +278,12 @@ def plan_steps(
         validation = time.perf_counter() - begin
     step = sum(durations[warm:]) / timed
     per_epoch = len(train_batches)
-    left = cfg.time_limit - spent - sum(durations) - validation
+    left = cfg.time_limit - validation  # the last validation and checkpoint come after the last step
     steps = max(1, int(PLAN_SAFETY * max(left, 0.0) / (step + validation / per_epoch)))
     steps = int(world.summed(torch.tensor(float(steps), dtype=torch.float64)) / world.size)
     return {
         "steps": steps, "steps_per_epoch": per_epoch, "time_limit": cfg.time_limit,
-        "seconds_per_step": step, "seconds_per_validation": validation, "seconds_before": spent + sum(durations),
+        "seconds_per_step": step, "seconds_per_validation": validation, "probe_seconds": sum(durations) + validation,
     }  # fmt: skip
 
 
@@ -381,9 +381,15 @@ def fit(
     optimizer = make_optimizer(model, cfg)
     plan = resume.get("plan") if resume is not None else None  # a resumed run keeps its plan: never re-measured
     if plan is None and cfg.time_limit is not None and total_steps(cfg, len(train_batches)) > sum(PROBE_STEPS):
-        plan = plan_steps(model, cfg, world, train_batches, val_batches, loss_fn, time.perf_counter() - fit_started)
+        plan = plan_steps(model, cfg, world, train_batches, val_batches, loss_fn)
+        fit_started = time.perf_counter()  # the time limit counts from the first step; the probe is not in it
         if progress:
             print(_plan_line(plan, len(train_batches)), flush=True)
+            if plan["steps"] < min(total_steps(cfg, len(train_batches)), 2 * len(train_batches)):
+                print(
+                    f"note: --time-limit {cfg.time_limit:g}s leaves time for only {plan['steps']} steps, under 2 "
+                    "epochs: the model will be undertrained; give it more time", flush=True,
+                )  # fmt: skip
     total = total_steps(cfg, len(train_batches), plan)
     epochs = min(cfg.epochs, -(-total // len(train_batches)))  # the last epoch the run reaches
     scheduler = make_scheduler(optimizer, cfg, len(train_batches), total)

@@ -30,7 +30,7 @@ FAST: dict[str, Any] = dict(
 PHOTOS: dict[str, Any] = dict(
     model="resnet9", optimizer="sgd", lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4,
     schedule="onecycle", loss="ce", label_smoothing=0.1, augment="light", batch_size=64,
-    early_stop=12, monitor="val_acc", time_limit=240.0,
+    early_stop=12, monitor="val_acc", time_limit=480.0,
 )  # fmt: skip
 
 RECIPES: dict[str, dict[str, Any]] = {"tutorial": {}, "fast": FAST, "photos": PHOTOS}
@@ -86,10 +86,21 @@ def resolve(config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainC
     # a config's fields that match the recipe are the recipe's (a resolved config passed in again stays the same)
     given = {k: v for k, v in stored.items() if k not in recipe or recipe[k] != v}
     given.update(options)
-    values = {**defaults, **recipe, **given, "recipe": name}
+    values = {**defaults, **_compatible(recipe, given), **given, "recipe": name}
     if "time_limit" in given and "epochs" not in given:
         values["epochs"] = MAX_EPOCHS
     return TrainConfig(**values), Choice(name, why, frozenset(given) - {"recipe"})
+
+
+def _compatible(recipe: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's options that still make sense with the explicit ones: another optimizer than SGD drops
+    its momentum and Nesterov, another loss than ``ce`` its label smoothing."""
+    dropped: set[str] = set()
+    if given.get("optimizer", recipe.get("optimizer", "sgd")) != "sgd":
+        dropped |= {"momentum", "nesterov"}
+    if given.get("loss", recipe.get("loss")) not in (None, "ce"):
+        dropped.add("label_smoothing")
+    return {k: v for k, v in recipe.items() if k not in dropped}
 
 
 def size_to_data(cfg: TrainConfig, choice: Choice, n_train: int) -> TrainConfig:

@@ -44,6 +44,15 @@ def test_explicit_options_beat_the_recipe_and_the_rest_comes_from_it():
     assert again == cfg
 
 
+def test_an_explicit_optimizer_or_loss_drops_the_recipe_options_that_no_longer_fit():
+    from cnnlab.config import validate
+
+    adam = validate(resolve(None, {"dataset": "folder:/x", "optimizer": "adam", "lr": 0.001})[0])
+    assert (adam.optimizer, adam.nesterov, adam.momentum, adam.model) == ("adam", False, 0.5, "resnet9")
+    nll = validate(resolve(None, {"dataset": "folder:/x", "loss": "nll"})[0])
+    assert (nll.loss, nll.label_smoothing, nll.nesterov) == ("nll", 0.0, True)
+
+
 def test_a_time_limit_without_epochs_trains_as_long_as_the_time_allows():
     assert resolve(None, {"recipe": "fast", "time_limit": "2m"})[0].epochs == MAX_EPOCHS
     assert resolve(None, {"recipe": "fast", "time_limit": "2m", "epochs": 3})[0].epochs == 3
