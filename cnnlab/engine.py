@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -232,7 +233,7 @@ def _length_reason(cfg: TrainConfig, plan: dict[str, Any] | None, total: int) ->
 
 
 PLAN_SAFETY = 0.9  # the share of the time left that the planned steps may fill
-PROBE_STEPS = (2, 6)  # --time-limit: warm-up steps, then timed steps (runs no longer than this are not planned)
+PROBE_STEPS = (2, 8)  # --time-limit: warm-up steps, then timed steps (runs no longer than this are not planned)
 
 
 def plan_steps(
@@ -247,7 +248,7 @@ def plan_steps(
 
     A copy of the model takes a few steps on the first batches (augmentation included) and
     validates once, so the run itself is untouched (its RNG included). With t seconds per step
-    (after the warm-up steps), v per validation pass and s steps per epoch, S = ⌊0.9 · limit / (t + v / s)⌋
+    (the median after the warm-up steps), v per validation pass and s steps per epoch, S = ⌊0.9 · limit / (t + v / s)⌋
     steps fit; the limit counts from the first step of the run itself. Every process of a job agrees
     on the same S (their mean)."""
     warm, timed = PROBE_STEPS
@@ -276,7 +277,7 @@ def plan_steps(
         evaluate(probe, val_batches, loss_fn)
         _synchronize(world.device)
         validation = time.perf_counter() - begin
-    step = sum(durations[warm:]) / timed
+    step = statistics.median(durations[warm:])  # the typical step: a burst of other work on the machine is not
     per_epoch = len(train_batches)
     left = cfg.time_limit - validation  # the last validation and checkpoint come after the last step
     steps = max(1, int(PLAN_SAFETY * max(left, 0.0) / (step + validation / per_epoch)))

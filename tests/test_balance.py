@@ -203,7 +203,8 @@ def test_resume_mid_epoch_with_the_sampler_gives_the_same_weights(
 ):
     """Stop inside epoch 2, resume, finish: the same weights and metrics as one uninterrupted run."""
     common = dict(
-        dataset=f"folder:{unbalanced_folder}", balance="sampler", epochs=2, deterministic=True, progress=False,
+        dataset=f"folder:{unbalanced_folder}", recipe="tutorial", balance="sampler", epochs=2, deterministic=True,
+        progress=False,
         memory_budget=memory_budget,
     )  # fmt: skip
     full = cnnlab.train(out=tmp_path / "full", **common)
@@ -226,7 +227,8 @@ def test_weights_and_sampler_raise_the_minority_recall_on_a_ten_to_one_set(
     recall, accuracy = {}, {}
     for balance in ("none", "weights", "sampler"):
         run = tmp_path / balance
-        train = ["train", "--dataset", f"folder:{unbalanced_folder}", "--balance", balance, "--epochs", "4"]
+        train = ["train", "--dataset", f"folder:{unbalanced_folder}", "--recipe", "tutorial", "--balance", balance]
+        train += ["--epochs", "4"]
         assert main([*train, "--lr", "0.05", "--seed", "1", "--out", str(run), "--quiet"]) == 0
         capsys.readouterr()
         assert main(["eval", str(run), "--split", "test", "--json"]) == 0
