@@ -211,10 +211,11 @@ def make_scheduler(
         return lr_sched.StepLR(optimizer, step_size=steps_per_epoch, gamma=cfg.gamma)
     if cfg.schedule == "cosine":
         return lr_sched.CosineAnnealingLR(optimizer, T_max=total)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 2:  # (one step has no cycle: it keeps the constant rate)
         cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
         peaks = [group["lr"] for group in optimizer.param_groups]  # --lr-mult: each group its own peak
-        return lr_sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=0.25, cycle_momentum=cycle)
+        warm_up = max(0.25, 1.5 / total)  # a quarter of the steps; a few steps more in very short runs
+        return lr_sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=warm_up, cycle_momentum=cycle)
     return lr_sched.LambdaLR(optimizer, lambda _: 1.0)
 
 

@@ -67,6 +67,23 @@ def test_photos_sizes_its_length_from_the_number_of_images():
     assert photos_epochs(2000) < photos_epochs(1000)
 
 
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 6, 8])
+def test_one_cycle_works_for_runs_of_a_few_steps(total: int):
+    """A time limit or --max-steps can make a one-cycle run very short (4 steps: a CIFAR smoke run)."""
+    from cnnlab.engine import make_optimizer, make_scheduler
+    from cnnlab.models import build_model
+
+    cfg = TrainConfig(**{**FAST, "max_steps": total})
+    optimizer = make_optimizer(build_model("fastnet", 1, 8, 3), cfg)
+    scheduler = make_scheduler(optimizer, cfg, 10)
+    rates = []
+    for _ in range(total):
+        optimizer.step()
+        scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    assert all(0 < r <= cfg.lr for r in rates)
+
+
 def test_train_help_lists_the_new_flags(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
