@@ -146,4 +146,4 @@ def test_a_short_time_limit_ends_the_schedule_on_time(colour_folder: Path, tmp_p
     assert result["steps"] <= result["plan"]["steps"] < 5 * 200
     assert run.history and (tmp_path / "r" / "best.pt").is_file()
     last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
-    assert last["scheduler"]["total_steps"] == result["plan"]["steps"]
+    assert last["scheduler"].get("total_steps", 1) == result["plan"]["steps"]  # (a one-step run has no cycle)

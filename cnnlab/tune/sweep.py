@@ -147,7 +147,7 @@ def _choice_param(key: str, spec: dict[str, Any], where: str) -> Param:
 
 
 def _range_param(key: str, spec: dict[str, Any], type_name: str, where: str) -> Param:
-    if type_name not in ("float", "int", "int | None"):
+    if type_name not in ("float", "int", "int | None", "str | int"):  # str | int: --augment's pixel shifts
         raise UserError(f"{where}: [{key}] is not a number; give choices = [...] instead of a range")
     kind = "float" if type_name == "float" else "int"
     number = (int, float) if kind == "float" else (int,)
