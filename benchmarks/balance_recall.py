@@ -6,7 +6,7 @@
 Writes a folder of mnist5k's 4s and 9s as PNG files: ``train/`` 300 fours and 30 nines (10:1),
 ``val/`` 50 + 50 and ``test/`` 100 + 100 (balanced; the test digits come from mnist5k's val split, so
 no test digit was trained on). For each seed and each ``--balance``, it trains
-``cnnlab.train(dataset="folder:DIR", balance=B, epochs=4, lr=0.05, seed=S)`` (the tutorial's seednet
+``cnnlab.train(dataset="folder:DIR", recipe="tutorial", balance=B, epochs=4, lr=0.05, seed=S)`` (the tutorial's seednet
 and SGD otherwise) and evaluates ``best.pt`` on ``test/`` (``cnnlab.evaluate(run, split="test")``),
 then prints the nines' recall and the test accuracy per run, and their means.
 """
@@ -50,7 +50,14 @@ def measure(folder: Path, work: Path, balance: str, seed: int) -> tuple[float, f
     """(recall of the minority class, accuracy) on test/ of one training run."""
     run = work / f"{balance}-{seed}"
     cnnlab.train(
-        dataset=f"folder:{folder}", balance=balance, epochs=4, lr=0.05, seed=seed, out=str(run), progress=False
+        dataset=f"folder:{folder}",
+        recipe="tutorial",
+        balance=balance,
+        epochs=4,
+        lr=0.05,
+        seed=seed,
+        out=str(run),
+        progress=False,
     )
     result = cnnlab.evaluate(run, split="test")
     recall = next(row["recall"] for row in result["per_class"] if row["class"] == str(MINORITY))

@@ -60,7 +60,7 @@ def colour_run(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
     root = tmp_path_factory.mktemp("colour")
     folder = make_image_folder(root / "imgs", mnist5k, per_class=12)
     out = root / "run"
-    cnnlab.train(dataset=f"folder:{folder}", epochs=1, batch_size=8, out=str(out), progress=False)
+    cnnlab.train(dataset=f"folder:{folder}", recipe="tutorial", epochs=1, batch_size=8, out=str(out), progress=False)
     return out
 
 
