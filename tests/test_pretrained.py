@@ -80,7 +80,7 @@ def test_pretrained_weights_are_loaded_and_frozen_for_the_first_epochs(torch_hom
     out = tmp_path / "run"
     cnnlab.train(
         model=MODEL, pretrained=True, freeze=1, dataset=f"folder:{data}", image_size=32, batch_size=8,
-        optimizer="adam", lr=0.003, epochs=1, out=str(out), progress=False,
+        optimizer="adam", lr=0.003, epochs=1, out=str(out), progress=False, schedule="none",
     )  # fmt: skip
     ckpt = load_checkpoint(out / "last.pt")
     model = cnnlab.load(out).model
