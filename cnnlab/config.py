@@ -90,7 +90,8 @@ class TrainConfig:
         "trivial (light + TrivialAugment), or N: shift up to N pixels (flip on CIFAR)",
     )
     hflip: str = option(
-        "auto", "left-right flips in --augment: auto (photos yes, digits and letters no), on (forced) or off"
+        "auto",
+        "left-right flips in --augment: auto (colour photos yes; digits, letters and grey images no), on (forced) or off",
     )
     batch_size: int = option(64, "images per optimiser step (per process with --nproc)")
     epochs: int = option(9, "passes over the training split")

@@ -25,12 +25,13 @@ from cnnlab.models import build_model
 from cnnlab.preprocess import Preprocessing, for_training_data, require_content
 
 
-def valid_tta(cfg: TrainConfig) -> list[str]:
-    """The test-time augmentations a model trained with ``cfg`` may use: ``hflip`` where its training flipped
-    images left-right (``--augment`` with flips), else none."""
+def valid_tta(cfg: TrainConfig, channels: int = 3) -> list[str]:
+    """The test-time augmentations a model trained with ``cfg`` on ``channels``-channel images may use:
+    ``hflip`` where its training flipped images left-right (``--augment`` with flips), else none."""
     from cnnlab.data.loaders import flips_allowed
 
-    return ["hflip"] if cfg.augment != "none" and flips_allowed(cfg.dataset, cfg.augment, cfg.hflip) else []
+    flipped = cfg.augment != "none" and flips_allowed(cfg.dataset, cfg.augment, cfg.hflip, channels)
+    return ["hflip"] if flipped else []
 
 
 class FlipAverage(nn.Module):
@@ -122,7 +123,7 @@ def load(path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
             f"{ckpt_path}: the weights do not fit a {arch['model']} for {arch['in_channels']}x"
             f"{arch['image_size']}x{arch['image_size']} images (checkpoint of another architecture?)"
         ) from None
-    if tta and "hflip" not in ckpt.get("tta", valid_tta(cfg)):
+    if tta and "hflip" not in ckpt.get("tta", valid_tta(cfg, int(ckpt["arch"]["in_channels"]))):
         raise UserError(
             f"--tta: {ckpt_path} was not trained with left-right flips (its --augment {cfg.augment}, --hflip "
             f"{cfg.hflip} on {cfg.dataset}), so averaging over flips would not be valid; leave out --tta"

@@ -335,7 +335,7 @@ def checkpoint_header(cfg: TrainConfig, data: Data, world_size: int = 1) -> dict
             **({"resize": data.resize} if data.resize is not None else {}),
         },  # fmt: skip
         "config": cfg.to_dict(),
-        "tta": valid_tta(cfg),  # the test-time augmentations its training makes valid (--tta)
+        "tta": valid_tta(cfg, data.in_channels),  # the test-time augmentations its training makes valid (--tta)
         "world_size": world_size,  # processes that trained it (the global batch is batch_size × this)
     }
 

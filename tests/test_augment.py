@@ -67,6 +67,8 @@ def test_flips_are_refused_on_digits_unless_forced():
     assert flips_allowed("digits", "light", hflip="on")
     assert flips_allowed("folder:/x", "light") and flips_allowed("cifar10", 2)
     assert not flips_allowed("folder:/x", 2) and not flips_allowed("cifar10", "light", hflip="off")
+    # a grey folder may hold digits, letters or documents: auto leaves it unmirrored
+    assert not flips_allowed("folder:/x", "light", channels=1) and flips_allowed("folder:/x", "light", "on", 1)
 
 
 def test_a_batch_is_augmented_the_same_when_an_epoch_is_resumed_in_the_middle(photos: torch.Tensor, mnist5k):

@@ -62,15 +62,16 @@ MIRROR_DATASETS = frozenset({"cifar10", "cifar100", "cifar100-coarse"})
 GLYPH_DATASETS = frozenset({"mnist5k", "mnist", "digits", "fashion-mnist", "kmnist", "emnist"})
 
 
-def flips_allowed(dataset: str, augment: str | int, hflip: str = "auto") -> bool:
+def flips_allowed(dataset: str, augment: str | int, hflip: str = "auto", channels: int = 3) -> bool:
     """Whether augmentation flips images left-right: ``--hflip on``/``off`` decide; ``auto`` flips
-    photos (CIFAR, ``folder:``, ``csv:``) at every level and never the digit and letter datasets
-    (an integer shift flips only the CIFAR sets, as it always did)."""
+    colour photos (CIFAR, colour ``folder:`` and ``csv:`` data) at every level, and never the digit and
+    letter datasets nor grey images of your own (a mirrored digit, letter or document means something
+    else). An integer shift flips only the CIFAR sets, as it always did."""
     if hflip != "auto":
         return hflip == "on"
     if isinstance(parse_level(augment), int):
         return dataset in MIRROR_DATASETS
-    return dataset not in GLYPH_DATASETS
+    return dataset not in GLYPH_DATASETS and channels == 3
 
 
 class Batches:
@@ -98,7 +99,7 @@ class Batches:
         self.sample_weights = sample_weights  # with shuffle: each epoch is a weighted draw (epoch_order)
         self.shuffle, self.seed, self.dtype = shuffle, seed, dtype
         self.augment, self.rank, self.world_size = parse_level(augment), rank, world_size
-        self.flips = flips_allowed(data.name, augment) if flips is None else flips
+        self.flips = flips_allowed(data.name, augment, channels=data.in_channels) if flips is None else flips
         self.channels_last = channels_last
         shape = (1, len(data.mean), 1, 1)  # made once: a new CUDA tensor per batch would sync the host
         self.mean = to_device(torch.tensor(data.mean, dtype=torch.float32), device).view(shape)
