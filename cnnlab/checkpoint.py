@@ -4,7 +4,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
 ``model`` (the state dict), ``arch`` (how to rebuild the network), ``data`` (classes and
 normalisation), ``config`` (every option of the run), and for resuming ``optimizer``,
 ``scheduler``, ``rng`` (Python, NumPy, torch, CUDA and augmentation generators), ``epoch``,
-``batch`` (batches of that epoch already done), ``step``, ``history`` and ``epoch_sums``.
+``batch`` (batches of that epoch already done), ``step``, ``history`` and ``epoch_sums``; ``best.pt`` of a
+finished run also holds ``trust`` (temperature and unknown rule, see :mod:`cnnlab.trust`; optional).
 The data order is not stored because it needs no state: epoch ``e`` of a run visits the samples in
 :func:`cnnlab.data.loaders.epoch_order` ``(n, seed, e)``, a pure function of the seed and the epoch,
 so a resumed run rebuilds the same order and skips the ``batch`` batches already done.
@@ -186,6 +187,28 @@ def _check_structure(ckpt: Any, path: Path) -> None:
         raise UserError(f"{path}: damaged checkpoint: 'data' lacks the class names or normalisation")
     if not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{path}: damaged checkpoint: no 'config' entry")
+    if "trust" in ckpt and not _trust_ok(ckpt["trust"]):
+        raise UserError(f"{path}: damaged checkpoint: 'trust' (temperature and unknown rule) is not as cnnlab writes it")
+
+
+def _trust_ok(trust: Any) -> bool:
+    """The optional ``trust`` entry (see :mod:`cnnlab.trust`): a positive temperature, and a rule of
+    tensors and numbers or none."""
+    if not isinstance(trust, dict) or not isinstance(trust.get("temperature"), float) or not trust["temperature"] > 0:
+        return False
+    rule = trust.get("rule")
+    if rule is None:
+        return True
+    tensors = ("bank", "center", "scale") + (("mu", "precision") if "mu" in rule else ())
+    return (
+        isinstance(rule, dict)
+        and all(isinstance(rule.get(k), torch.Tensor) for k in tensors)
+        and all(isinstance(rule.get(k), float) for k in ("threshold", "keep"))
+        and _int_in(rule.get("k"), 1, 10_000)
+        and rule["bank"].dim() == 2
+        and len(rule["bank"]) >= 1
+        and rule["center"].shape == rule["scale"].shape == (3,)
+    )
 
 
 def _int_in(value: Any, low: int, high: int) -> bool:

@@ -279,7 +279,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     for r in results:
         ranked = ", ".join(f"{safe(name)} {100 * p:.1f}%" for name, p in r["topk"])
-        print(f"{safe(r['image'])}: {safe(r['label'])} ({100 * r['probability']:.1f}%)  [{ranked}]")
+        answer = f"{safe(r['label'])} ({100 * r['probability']:.1f}%)"
+        if r.get("unknown"):
+            answer = f"unknown (looks like none of the classes; closest {answer})"
+        print(f"{safe(r['image'])}: {answer}  [{ranked}]")
     return 0
 
 

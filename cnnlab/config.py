@@ -121,6 +121,9 @@ class TrainConfig:
     checkpoint_every: int = option(0, "also write last.pt every N optimiser steps (0: once per epoch)")
     dtype: str = option("float32", "parameter precision: float32 or float64")
     progress: bool = option(True, "progress bars and epoch lines")
+    unknown_keep: float = option(
+        0.95, "the unknown rule's threshold keeps this share of the validation images (the rest would be 'unknown')"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -214,6 +217,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.freeze < 1000, f"--freeze must be 0 to 999 epochs (got {cfg.freeze})"),
         (cfg.freeze == 0 or cfg.pretrained, "--freeze needs --pretrained (it trains the new head on top of pretrained weights)"),
         (cfg.loss != "logistic" or len(cfg.classes) == 2, "--loss logistic needs a two-class task: pass --classes A,B"),
+        (0.5 <= cfg.unknown_keep <= 1, f"--unknown-keep must be 0.5 to 1 (got {cfg.unknown_keep})"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnlab import trust
 from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint, stored_config
 from cnnlab.config import TrainConfig
 from cnnlab.env import resolve_device
@@ -23,6 +24,7 @@ from cnnlab.errors import UserError
 from cnnlab.losses import probabilities
 from cnnlab.models import build_model
 from cnnlab.preprocess import Preprocessing, for_training_data, require_content
+from cnnlab.trust.rule import UnknownRule
 
 
 def valid_tta(cfg: TrainConfig, channels: int = 3) -> list[str]:
@@ -64,6 +66,8 @@ class Predictor:
     path: Path
     resize: int | None = None  # trained on images scaled (shorter side) to this, then centre-cropped
     tta: bool = False  # average each image's probabilities with its mirror image's (FlipAverage)
+    temperature: float = 1.0  # calibration: probabilities are softmax(z / T) (1 for runs from before it)
+    rule: UnknownRule | None = None  # the "none of these" rule (None for runs from before it)
 
     @property
     def scorer(self) -> nn.Module:
@@ -93,7 +97,23 @@ class Predictor:
         self.model.eval()
         dtype = next(self.model.parameters()).dtype
         x = normalize(images.to(self.device), self.mean, self.std).to(dtype)
-        return probabilities(self.scorer(x)).float().cpu()
+        return probabilities(self.scorer(x) / self.temperature).float().cpu()
+
+    @torch.no_grad()
+    def known(self, images: torch.Tensor | np.ndarray) -> list[dict[str, Any]]:
+        """Per image ``{"known_score", "unknown"}`` from the run's rule (:mod:`cnnlab.trust`): the score
+        is higher the more the image looks like the training data; ``unknown`` is true below the
+        threshold. Both are ``None`` for a run without a rule."""
+        from cnnlab.data import normalize
+        from cnnlab.trust.features import logits_and_features
+
+        images = torch.as_tensor(images)
+        if self.rule is None:
+            return [{"known_score": None, "unknown": None} for _ in range(len(images))]
+        dtype = next(self.model.parameters()).dtype
+        x = normalize(images.to(self.device), self.mean, self.std).to(dtype)
+        scores = self.rule.known_score(*logits_and_features(self.model, x))
+        return [{"known_score": float(s), "unknown": bool(self.rule.unknown(s))} for s in scores]
 
     def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
         """An image file → uint8 [C, H, W], prepared by :attr:`preprocessing` (``invert``: take it as dark
@@ -131,9 +151,10 @@ def load(path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
     if cfg.dtype == "float64":
         model = model.double()
     model.to(resolve_device(device)).eval()
+    temperature, rule = trust.from_checkpoint(ckpt)
     return Predictor(
         model, list(meta["classes"]), arch["in_channels"], arch["image_size"],
-        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path, meta.get("resize"), tta,
+        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path, meta.get("resize"), tta, temperature, rule,
     )  # fmt: skip
 
 
@@ -145,8 +166,9 @@ def predict(
     device: str = "cpu",
     tta: bool = False,
 ) -> list[dict[str, Any]]:
-    """Top-k classes for each image file, prepared by the model's :attr:`Predictor.preprocessing`.
-    An image with nothing on it is a UserError."""
+    """Top-k classes (calibrated probabilities) for each image file, prepared by the model's
+    :attr:`Predictor.preprocessing`, with ``known_score`` and ``unknown`` from the run's "none of these"
+    rule (``None`` for runs trained before it). An image with nothing on it is a UserError."""
     if isinstance(images, (str, Path)):
         images = [images]
     if not images:
@@ -158,8 +180,8 @@ def predict(
     probs = predictor.probabilities(batch)
     k = min(topk, probs.shape[1])
     results = []
-    for image, p in zip(images, probs):
+    for image, p, known in zip(images, probs, predictor.known(batch)):
         values, index = p.topk(k)
         top = [[predictor.classes[int(i)], float(v)] for v, i in zip(values, index)]
-        results.append({"image": str(image), "label": top[0][0], "probability": top[0][1], "topk": top})
+        results.append({"image": str(image), "label": top[0][0], "probability": top[0][1], "topk": top, **known})
     return results

@@ -290,7 +290,7 @@ def _mark_stopped(run_dir: Path, exc: BaseException) -> None:
 
 def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, cfg: TrainConfig) -> TrainResult:
     """Write the final metrics, curves and confusion matrix (of ``best.pt``) and mark the run finished."""
-    from cnnlab import plots  # matplotlib and torchmetrics load only when pictures are drawn
+    from cnnlab import plots, trust  # matplotlib and torchmetrics load only when pictures are drawn
     from cnnlab.metrics import confusion_matrix
 
     history = state.rows()
@@ -299,6 +299,7 @@ def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, 
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model"])
     val = evaluate(model, eval_batches(data, "val", cfg, model), make_loss(cfg), keep_outputs=True)
+    trust.fit_run(run_dir / "best.pt", model, data, cfg)  # temperature and unknown rule, stored in best.pt
     matrix = confusion_matrix(val["outputs"], val["labels"], len(data.classes))
     plots.plot_confusion(
         matrix, data.classes, run_dir / "confusion.png", title=f"validation accuracy {100 * val['accuracy']:.2f}%"
