@@ -256,7 +256,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "confusion_png",
             "mistakes_png",
         )
-        print(json.dumps({k: result[k] for k in keys}, indent=2))
+        calibration = {k: result["calibration"][k] for k in ("temperature", "ece_before", "ece", "reliability_png")}
+        print(json.dumps({**{k: result[k] for k in keys}, "calibration": calibration}, indent=2))
         return 0
     from cnnlab.data.registry import display_dataset
 
@@ -265,6 +266,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(safe_lines(result["report"]))
     print(f"confusion matrix: {result['confusion_png']}")
     print(f"most confident mistakes: {result['mistakes_png']}")
+    cal = result["calibration"]
+    if cal["ece"] is not None:
+        print(
+            f"calibration: temperature {cal['temperature']:.3f}, expected calibration error "
+            f"{100 * cal['ece_before']:.2f}% → {100 * cal['ece']:.2f}% (reliability diagram: {cal['reliability_png']})"
+        )
     return 0
 
 

@@ -31,13 +31,14 @@ OPSET = 17
 class WithProbabilities(nn.Module):
     """A cnnlab model followed by what :func:`cnnlab.losses.probabilities` does to its outputs."""
 
-    def __init__(self, model: nn.Module, single_logit: bool = False):
+    def __init__(self, model: nn.Module, single_logit: bool = False, temperature: float = 1.0):
         super().__init__()
         self.model = model
         self.single_logit = single_logit
+        self.temperature = temperature  # calibration (cnnlab.trust): softmax(z / T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
+        out = self.model(x) / self.temperature
         if self.single_logit:  # logistic regression: one logit → [1 − σ(z), σ(z)]
             p1 = torch.sigmoid(out)
             return torch.cat([1 - p1, p1], dim=1)
@@ -60,6 +61,25 @@ def metadata(predictor: Predictor) -> dict[str, Any]:
         "image": image,
         "preprocessing": f"image file → pixels uint8 [batch, C, H, W] ({image['recipe']}: {image['steps']}); "
         "x = (pixels / 255 - mean) / std per channel",
+        "temperature": predictor.temperature,  # already applied inside the exported model
+        "unknown_rule": unknown_rule_note(predictor),
+    }
+
+
+def unknown_rule_note(predictor: Predictor) -> dict[str, Any]:
+    """What the export says about the "none of these" rule: another runtime cannot apply it from the
+    exported file, which outputs only the probabilities (the rule also needs the penultimate features
+    and the training features it compares them with)."""
+    if predictor.rule is None:
+        return {"available": False, "reason": "this run has no unknown rule (trained before cnnlab had one)"}
+    return {
+        "available": False,
+        "scorer": "knn+mahalanobis+msp",
+        "threshold": predictor.rule.threshold,
+        "keep": predictor.rule.keep,
+        "reason": "the rule needs the penultimate features and the run's stored training features, which the "
+        "exported model does not output: use cnnlab predict or cnnlab serve with the run directory to get "
+        "known_score and unknown",
     }
 
 
@@ -77,7 +97,7 @@ def export(path: str | Path, format: str, out: str | Path | None = None) -> Path
     except OSError as exc:
         raise UserError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
     single_logit = predictor.config.loss == "logistic"
-    net = WithProbabilities(predictor.model, single_logit).float().cpu().eval()
+    net = WithProbabilities(predictor.model, single_logit, predictor.temperature).float().cpu().eval()
     example = torch.zeros(2, predictor.in_channels, predictor.image_size, predictor.image_size)
     meta = metadata(predictor)
     try:

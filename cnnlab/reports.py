@@ -1,5 +1,6 @@
 """Reports on a trained model: :func:`evaluate` (loss, accuracy, per-class report, confusion matrix,
-the most-confused class pairs, a gallery of the most confident mistakes with a Grad-CAM overlay each)
+the most-confused class pairs, a gallery of the most confident mistakes with a Grad-CAM overlay each,
+calibration: ECE before and after the run's temperature with a reliability diagram)
 and :func:`summary` (torchinfo's layer table).
 """
 
@@ -61,6 +62,7 @@ def evaluate(
     confusion_png = plots.plot_confusion(matrix, data.classes, out_dir / "confusion.png",
                                          title=f"{dataset} {split}: accuracy {100 * result['accuracy']:.2f}%")  # fmt: skip
     gallery_png = _mistakes_gallery(predictor, data, split, outputs, labels, out_dir / "mistakes.png")
+    calibration = _calibration(predictor, outputs, labels, out_dir / "reliability.png")
     return {
         **result,
         "dataset": dataset,
@@ -70,8 +72,23 @@ def evaluate(
         "most_confused": confused,
         "confusion_png": str(confusion_png),
         "mistakes_png": str(gallery_png),
+        "calibration": calibration,
         "report": format_report(report) + "\n" + format_most_confused(confused),
     }
+
+
+def _calibration(predictor: Predictor, outputs: torch.Tensor, labels: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Expected calibration error before (T = 1) and after the run's temperature, and the reliability
+    diagram of both (:mod:`cnnlab.trust.calibration`)."""
+    from cnnlab.trust.calibration import expected_calibration_error, reliability_diagram
+
+    t = predictor.temperature
+    if outputs.dim() != 2 or outputs.shape[1] < 2 or len(labels) == 0:  # one logit: nothing to calibrate
+        return {"temperature": t, "ece_before": None, "ece": None, "reliability_png": None}
+    before, after = probabilities(outputs), probabilities(outputs / t)
+    diagram = reliability_diagram(before, after, labels, t, path)
+    ece_before, ece = expected_calibration_error(before, labels), expected_calibration_error(after, labels)
+    return {"temperature": t, "ece_before": ece_before, "ece": ece, "reliability_png": str(diagram)}
 
 
 def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: str) -> Data:

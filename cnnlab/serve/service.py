@@ -118,6 +118,9 @@ class ModelService:
             "checkpoint": p.path.name,
             "explain_methods": list(METHODS),
             "default_explain_method": DEFAULT_METHOD,
+            "unknown_rule": p.rule is not None,  # answers carry "unknown" when the input looks like no class
+            "unknown_message": "that doesn't look like any "
+            + ("digit" if p.preprocessing.recipe == "digit" else "of the classes"),
         }
 
     def prepare(self, data: bytes) -> torch.Tensor:
@@ -157,7 +160,8 @@ class ModelService:
         }
 
     def predict(self, data: bytes, topk: int = 3) -> dict[str, Any]:
-        """Image bytes → top class, every class's probability, the prepared input and the feature maps."""
+        """Image bytes → top class, every class's (calibrated) probability, whether it looks like none of
+        the classes (``known_score``, ``unknown``), the prepared input and the feature maps."""
         return self.answer(self.prepare(data), topk)
 
     def answer(self, image: torch.Tensor, topk: int = 3) -> dict[str, Any]:
@@ -180,6 +184,7 @@ class ModelService:
             "topk": top,
             "input": image_base64(image),
             "feature_maps": feature_map_pngs(maps),
+            **p.known(image.unsqueeze(0))[0],  # known_score, unknown ("none of these", cnnlab.trust)
         }
 
 

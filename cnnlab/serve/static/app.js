@@ -7,6 +7,7 @@ const ctx = pad.getContext("2d");
 const LINE_WIDTH = 18; // on the 280-pixel canvas: about MNIST's stroke once scaled to 20 pixels
 
 let classes = [];
+let unknownMessage = "that doesn't look like any of the classes";
 let strokes = []; // each stroke: a list of [x, y] points in canvas pixels
 let current = null;
 let background = null; // an uploaded image, drawn under the strokes
@@ -179,6 +180,8 @@ function resetResult() {
   document.getElementById("result").dataset.state = "empty";
   document.getElementById("label").textContent = "–";
   document.getElementById("confidence").textContent = "";
+  document.getElementById("verdict").textContent = "";
+  delete document.getElementById("result").dataset.unknown;
   for (const row of document.querySelectorAll("#bars .bar")) {
     row.classList.remove("top");
     row.querySelector(".fill").style.width = "0";
@@ -198,6 +201,8 @@ function show(answer) {
   result.dataset.label = answer.label;
   document.getElementById("label").textContent = answer.label;
   document.getElementById("confidence").textContent = percent(answer.probability);
+  result.dataset.unknown = answer.unknown ? "true" : "false";  // the run's "none of these" rule
+  document.getElementById("verdict").textContent = answer.unknown ? `unknown: ${unknownMessage}` : "";
   for (const row of document.querySelectorAll("#bars .bar")) {
     const p = answer.probabilities[row.dataset.class] || 0;
     row.classList.toggle("top", row.dataset.class === answer.label);
@@ -254,6 +259,7 @@ async function start() {
   const info = await response.json();
   if (!response.ok) throw new Error(response.status === 401 ? "open the page as /#token=YOUR_TOKEN" : info.detail);
   classes = info.classes;
+  unknownMessage = info.unknown_message || unknownMessage;
   buildBars();
   const accuracy = info.best_val_acc == null ? "" : ` · validation accuracy ${percent(info.best_val_acc)}`;
   const [c, h, w] = info.input_shape;
