@@ -215,3 +215,37 @@ def test_show_why_lays_the_apis_explanation_over_the_input(server: str, tmp_path
         assert sent[-1][0].endswith("/api/predict")
         page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
         assert errors == []
+
+
+@pytest.mark.slow
+@needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
+@needs_module("playwright", "pip install playwright")
+def test_a_photo_is_shown_as_unknown(server: str, trained_run: Path, tmp_path: Path, digit_png: tuple[Path, str]):
+    """The run's "none of these" rule on the page: a photo crop the API calls unknown reads "that doesn't
+    look like any digit"; a real digit then shows its label with no verdict."""
+    from PIL import Image
+    from test_trust import photo_crops
+
+    from cnnlab.inference import load
+
+    photo = tmp_path / "photo.png"
+    for crop in photo_crops(load(trained_run)):
+        Image.fromarray(crop[0].numpy()).save(photo)
+        if api_answer(server, photo.read_bytes(), "image/png")["unknown"]:
+            break
+    else:
+        pytest.fail("no photo crop is unknown to the model")
+    with browser_page() as (page, errors):
+        page.goto(server)
+        page.wait_for_selector("body[data-ready='true']")
+        page.set_input_files("#upload", str(photo))
+        page.wait_for_selector("#result[data-state='done']")
+        assert page.locator("#result").get_attribute("data-unknown") == "true"
+        assert page.text_content("#verdict") == "unknown: that doesn't look like any digit"
+        assert page.locator("#verdict").is_visible()
+        page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
+        page.set_input_files("#upload", str(digit_png[0]))
+        page.wait_for_selector("#result[data-unknown='false']")
+        assert page.text_content("#label") == digit_png[1] and page.text_content("#verdict") == ""
+        assert not page.locator("#verdict").is_visible()
+        assert errors == []
