@@ -384,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-command groups that live beside their feature; each has ``register(subparsers)`` and imports
 # nothing heavy (torch) until its command runs.
-FEATURE_MODULES = ("cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.explain", "cnnlab.tune.cli")
+FEATURE_MODULES = (
+    "cnnlab.backprop.cli", "cnnlab.bench", "cnnlab.serve", "cnnlab.explain", "cnnlab.tune.cli", "cnnlab.doctor.cli",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
