@@ -29,7 +29,6 @@ near-copies of 50 test digits planted in train (brightness ×0.9 and one pixel o
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.util
 import os
 import random
@@ -90,7 +89,9 @@ def far_images(predictor: Predictor, per_photo: int = 100, seed: int = 0) -> tup
 
 
 def features(predictor: Predictor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = [logits_and_features(predictor.model, normalize(b, predictor.mean, predictor.std)) for b in images.split(1000)]
+    out = [
+        logits_and_features(predictor.model, normalize(b, predictor.mean, predictor.std)) for b in images.split(1000)
+    ]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
@@ -148,14 +149,20 @@ def unknown_part(work: Path, test_dir: Path, reuse: bool = False) -> None:
             s = {k: fn(*v) for k, v in data.items()}
             threshold = torch.quantile(fn(*va).double(), 0.05)
             rejected = {k: float((v.double() < threshold).float().mean()) for k, v in s.items()}
-            row = {"near": auroc(s["known"], s["near"]), "far": auroc(s["known"], s["far"]), **{f"rej_{k}": v for k, v in rejected.items()}}
+            row = {
+                "near": auroc(s["known"], s["near"]),
+                "far": auroc(s["known"], s["far"]),
+                **{f"rej_{k}": v for k, v in rejected.items()},
+            }
             rows[score_name] = row
             print(f"| {score_name} | {row['near']:.3f} | {row['far']:.3f} | {100 * row['rej_known']:.1f} % | "
                   f"{100 * row['rej_near']:.1f} % | {100 * row['rej_far']:.1f} % |")  # fmt: skip
         rule_rows = predictor.known(sets["known"])  # the rule as predict applies it (its own stored threshold)
         rows["rule_known_rejected"] = sum(r["unknown"] for r in rule_rows) / len(rule_rows)
         cal = cnnlab.evaluate(run.run_dir, "mnist", test_dir, "test", out=work / f"{name}-eval")["calibration"]
-        print(f"ECE on the test digits 0-4: {100 * cal['ece_before']:.2f}% before, {100 * cal['ece']:.2f}% after (T = {cal['temperature']:.3f})")
+        print(
+            f"ECE on the test digits 0-4: {100 * cal['ece_before']:.2f}% before, {100 * cal['ece']:.2f}% after (T = {cal['temperature']:.3f})"
+        )
         rows["ece"] = cal
         results[name] = rows
     rule = "rule: kNN + Mahalanobis + calibrated MSP"
@@ -170,7 +177,9 @@ def unknown_part(work: Path, test_dir: Path, reuse: bool = False) -> None:
           f"({tut['far']:.3f} vs {msp['far']:.3f}): {mark(tut['near'] > msp['near'] and tut['far'] > msp['far'])}")  # fmt: skip
     for name, rows in results.items():
         ece = rows["ece"]
-        print(f"  {name}: ECE after {100 * ece['ece']:.2f}% ≤ before {100 * ece['ece_before']:.2f}%: {mark(ece['ece'] <= ece['ece_before'])}")
+        print(
+            f"  {name}: ECE after {100 * ece['ece']:.2f}% ≤ before {100 * ece['ece_before']:.2f}%: {mark(ece['ece'] <= ece['ece_before'])}"
+        )
 
 
 def main() -> None:
@@ -190,8 +199,67 @@ def main() -> None:
             doctor_part(work, args.folds)
 
 
+def write_sick_mnist5k(root: Path, flip: float = 0.05, planted: int = 50, seed: int = 0) -> tuple[Path, set, set]:
+    """mnist5k as ``csv:`` data (train = its train split, test = its val split) with ``flip`` of the
+    training labels changed to another digit and ``planted`` test digits copied into train as near
+    copies (brightness ×0.85 + 10, saved as JPEG quality 80); returns (csv, flipped files, planted pairs)."""
+    import csv
+    import io
+
+    m5 = load_data("mnist5k")
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows, flipped, pairs = [], set(), set()
+    train, test = m5.splits["train"], m5.splits["val"]
+    flips = set(rng.choice(len(train), int(flip * len(train)), replace=False).tolist())
+    for split, part in (("train", train), ("test", test)):
+        for i in range(len(part)):
+            name = f"images/{split}{i}.png"
+            Image.fromarray(part.images[i, 0].numpy()).save(root / name)
+            label = int(part.labels[i])
+            if split == "train" and i in flips:
+                label = int((label + rng.integers(1, 10)) % 10)
+                flipped.add(str(root / name))
+            rows.append((name, label, split))
+    for i in rng.choice(len(test), planted, replace=False).tolist():
+        name = f"images/leak{i}.jpg"
+        pixels = (test.images[i, 0].float() * 0.85 + 10).round().clamp(0, 255).to(torch.uint8).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+        (root / name).write_bytes(buffer.getvalue())
+        rows.append((name, int(test.labels[i]), "train"))
+        pairs.add(frozenset({str(root / name), str(root / f"images/test{i}.png")}))
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image", "label", "split"))
+        writer.writerows(rows)
+    return root / "labels.csv", flipped, pairs
+
+
 def doctor_part(work: Path, folds: int) -> None:
-    raise SystemExit("doctor part: not yet")
+    from cnnlab.doctor import doctor
+
+    table, flipped, planted = write_sick_mnist5k(work / "sick-mnist5k")
+    t0 = time.perf_counter()
+    result = doctor(f"csv:{table}", folds=folds, out=work / "doctor", progress=True)
+    seconds = time.perf_counter() - t0
+    flagged = {f["image"] for f in result["label_issues"]}
+    hits = len(flagged & flipped)
+    precision, recall = hits / max(1, len(flagged)), hits / len(flipped)
+    found_pairs = {frozenset(pair) for pair in result["duplicates"]}
+    dup_found = len(found_pairs & planted)
+    cross = sum(d["cross_split"] for d in result["duplicate_details"])
+    print(f"\ndoctor on csv:{table} ({result['images']} images; {folds}-fold --recipe fast, {seconds:.0f} s):")
+    print(f"  flipped labels: {len(flipped)}; flagged {len(flagged)}, of which flipped {hits}: "
+          f"precision {100 * precision:.1f} %, recall {100 * recall:.1f} %")  # fmt: skip
+    print(f"  planted train/test near copies: {len(planted)}; found {dup_found} ({100 * dup_found / len(planted):.0f} %); "
+          f"pairs reported {len(found_pairs)} ({cross} across splits); odd images {len(result['odd'])}")  # fmt: skip
+    print("targets:")
+    print(f"  doctor: flipped labels recall {100 * recall:.1f} % ≥ 50 % at precision {100 * precision:.1f} % ≥ 50 %: "
+          f"{mark(recall >= 0.5 and precision >= 0.5)}")  # fmt: skip
+    print(
+        f"  doctor: planted duplicates found {100 * dup_found / len(planted):.0f} % ≥ 90 %: {mark(dup_found >= 0.9 * len(planted))}"
+    )
 
 
 if __name__ == "__main__":

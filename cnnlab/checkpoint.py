@@ -188,7 +188,9 @@ def _check_structure(ckpt: Any, path: Path) -> None:
     if not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{path}: damaged checkpoint: no 'config' entry")
     if "trust" in ckpt and not _trust_ok(ckpt["trust"]):
-        raise UserError(f"{path}: damaged checkpoint: 'trust' (temperature and unknown rule) is not as cnnlab writes it")
+        raise UserError(
+            f"{path}: damaged checkpoint: 'trust' (temperature and unknown rule) is not as cnnlab writes it"
+        )
 
 
 def _trust_ok(trust: Any) -> bool:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from cnnlab.doctor import doctor
 from cnnlab.errors import UserError
-from conftest import run_cli
 
 CLASSES = (0, 1, 7)
 FLIPPED = [("train/0/flip1.png", 1), ("train/7/flip2.png", 1), ("train/1/flip3.png", 7)]  # (file, true digit)
@@ -49,6 +49,7 @@ def findings(sick_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return doctor(f"folder:{sick_folder}", folds=3, epochs=8, out=out, progress=False, device="cpu")
 
 
+@pytest.mark.slow  # K-fold training
 def test_flipped_labels_are_found_with_the_right_suggestion(findings: dict, sick_folder: Path):
     issues = {Path(f["image"]).relative_to(sick_folder).as_posix(): f for f in findings["label_issues"]}
     found = [name for name, _ in FLIPPED if name in issues]
@@ -59,6 +60,7 @@ def test_flipped_labels_are_found_with_the_right_suggestion(findings: dict, sick
     assert len(issues) <= 15  # and not every image
 
 
+@pytest.mark.slow  # K-fold training
 def test_the_leak_across_splits_comes_first_then_the_exact_copy(findings: dict, sick_folder: Path):
     pairs = [{Path(p).relative_to(sick_folder).as_posix() for p in pair} for pair in findings["duplicates"]]
     assert pairs[0] == {"train/7/leak.png", "test/7/3.png"}
@@ -67,18 +69,21 @@ def test_the_leak_across_splits_comes_first_then_the_exact_copy(findings: dict, 
     assert len(pairs) <= 4
 
 
+@pytest.mark.slow  # K-fold training
 def test_odd_images_are_named_with_their_issue(findings: dict, sick_folder: Path):
     odd = {(Path(f["image"]).name, f["issue"]) for f in findings["odd"]}
     assert {("blank.png", "blank"), ("tiny.png", "tiny"), ("long.png", "extreme aspect ratio")} <= odd
     assert all(f["label"] in ("0", "1", "7") for f in findings["odd"])
 
 
+@pytest.mark.slow  # K-fold training
 def test_the_gallery_is_written(findings: dict):
     assert Image.open(findings["gallery_png"]).size[0] > 500
 
 
+@pytest.mark.slow  # K-fold training
 def test_cli_json_on_a_built_in_dataset_has_the_documented_fields(tmp_path: Path):
-    result = run_cli("doctor", "digits", "--folds", "2", "--epochs", "2", "--json", "--out", str(tmp_path / "d"))
+    result = run_cli("doctor", "digits", "--folds", "2", "--epochs", "1", "--json", "--out", str(tmp_path / "d"))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"label_issues", "duplicates", "odd"} <= set(report)

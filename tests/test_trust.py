@@ -15,6 +15,7 @@ from pathlib import Path
 import onnxruntime
 import pytest
 import torch
+from conftest import run_cli
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_sample_images
@@ -24,7 +25,6 @@ from cnnlab.checkpoint import load_checkpoint, save_atomic
 from cnnlab.errors import UserError
 from cnnlab.inference import Predictor, load
 from cnnlab.trust.calibration import expected_calibration_error, fit_temperature
-from conftest import run_cli
 
 
 def photo_crops(predictor: Predictor, n: int = 40, seed: int = 0) -> torch.Tensor:

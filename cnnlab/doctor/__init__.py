@@ -50,7 +50,11 @@ def doctor(
     if recipe not in RECIPES:
         raise UserError(f"--recipe must be one of {', '.join(RECIPES)} (got {recipe!r})")
     cfg = TrainConfig().replace(**(FAST_RECIPE if recipe == "fast" else {}))
-    cfg = validate(cfg.replace(dataset=dataset, device=device, seed=seed, progress=False, epochs=cfg.epochs if epochs is None else epochs))
+    cfg = validate(
+        cfg.replace(
+            dataset=dataset, device=device, seed=seed, progress=False, epochs=cfg.epochs if epochs is None else epochs
+        )
+    )
     out_dir = Path(out) if out else Path(f"doctor-{file_name_part(dataset)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the gallery")

@@ -27,7 +27,9 @@ def out_of_fold_probabilities(pool: Pool, cfg: TrainConfig, folds: int, progress
     labels = pool.labels
     smallest = int(torch.bincount(labels, minlength=len(pool.data.classes)).min())
     if smallest < folds:
-        raise UserError(f"--folds {folds} needs at least {folds} images of every class (the smallest class has {smallest})")
+        raise UserError(
+            f"--folds {folds} needs at least {folds} images of every class (the smallest class has {smallest})"
+        )
     probs = torch.zeros(len(labels), len(pool.data.classes))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed % 2**32)
     for train_index, held_index in tqdm(

@@ -45,7 +45,10 @@ def odd_images(pool: Pool) -> list[dict[str, Any]]:
         found.append((badness, {"image": pool.names[i], "issue": issue, "label": label, "value": round(value, 4)}))
 
     blank = stats["contrast"] < 1 / 255
-    brightness, sharpness = robust_z(stats["brightness"]), robust_z(stats["sharpness"][~blank]) if (~blank).any() else None
+    brightness, sharpness = (
+        robust_z(stats["brightness"]),
+        robust_z(stats["sharpness"][~blank]) if (~blank).any() else None,
+    )
     for i in blank.nonzero().flatten().tolist():
         add(i, "blank", float(stats["brightness"][i]), 100.0)
     for i in (brightness < -Z).nonzero().flatten().tolist():
