@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cnnlab.errors import UserError
 
 RECIPES = ("fast", "tutorial")
@@ -126,4 +124,3 @@ def format_findings(result: dict[str, Any], limit: int = 20) -> str:
 
 
 __all__ = ["doctor", "format_findings"]
-del torch

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from cnnlab.trust.rule import DEFAULT_KEEP, UnknownRule, fit_rule
@@ -62,8 +61,3 @@ def from_checkpoint(ckpt: dict[str, Any]) -> tuple[float, UnknownRule | None]:
     temperature = float(state["temperature"])
     rule = state.get("rule")
     return temperature, (UnknownRule.from_state(rule, temperature) if rule else None)
-
-
-def rescale(probs_or_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log-probabilities or logits → calibrated probabilities softmax(z / T)."""
-    return torch.softmax(probs_or_logits.float() / temperature, dim=1)
