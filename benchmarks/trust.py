@@ -42,9 +42,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 import cnnlab
-from cnnlab.config import FAST_RECIPE, TrainConfig
+from cnnlab.config import TrainConfig
 from cnnlab.data import load_data, normalize
 from cnnlab.inference import Predictor, load
+from cnnlab.recipes import FAST as FAST_RECIPE
 from cnnlab.trust.features import logits_and_features
 
 KNOWN = ["0", "1", "2", "3", "4"]

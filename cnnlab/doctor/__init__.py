@@ -36,11 +36,12 @@ def doctor(
     """Find label issues, duplicates and odd images in ``dataset``; write ``gallery.png`` to ``out``
     (default ``doctor-<dataset>/``). ``folds`` and ``recipe`` (``fast`` or ``tutorial``, ``epochs`` to
     change its length) set the K-fold training that gives the out-of-fold probabilities."""
-    from cnnlab.config import FAST_RECIPE, TrainConfig, validate
+    from cnnlab.config import TrainConfig, validate
     from cnnlab.doctor.data import load_pool
     from cnnlab.doctor.duplicates import find_duplicates
     from cnnlab.doctor.labels import label_issues, out_of_fold_probabilities
     from cnnlab.doctor.odd import odd_images
+    from cnnlab.recipes import FAST as FAST_RECIPE
     from cnnlab.runs import file_name_part
 
     if not 2 <= folds <= 20:
