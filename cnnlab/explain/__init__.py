@@ -82,6 +82,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-n", "--num-images", type=int, default=64, metavar="N", help="--sanity: validation images used (default 64)"
     )
+    p.add_argument(
+        "--repeats", type=int, default=1, metavar="K",
+        help="--sanity: run the checks K times, each on the next N images and with a random model from another "
+        "seed, and report the mean and the spread (min–max); a method passes only if it passes every time",
+    )  # fmt: skip
+    p.add_argument("--dataset", default=None, help="--sanity: take the images from this dataset (default: the run's)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="--sanity: where that dataset's files are")
+    p.add_argument(
+        "--split", default="val", choices=("train", "val", "test"), help="--sanity: the split used (default val)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON (a list, one object per image or per method)")
     p.set_defaults(func=cmd_explain)
 
@@ -109,7 +119,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.images:
             raise UserError("--sanity uses the run's validation images: give no IMAGE files with it")
         methods = [args.method] if args.method else list(METHODS)
-        rows = sanity_checks(args.run, methods, n=args.num_images, device=args.device)
+        rows = sanity_checks(
+            args.run, methods, n=args.num_images, device=args.device, repeats=args.repeats,
+            dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+        )  # fmt: skip
         print(json.dumps(rows, indent=2) if args.json else format_sanity(rows))
         return 0
     if not args.images:
