@@ -19,7 +19,10 @@ from cnnlab.errors import UserError  # noqa: E402
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` to ``path`` and return the file written: a name without a suffix gets ``.png``."""
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
