@@ -236,6 +236,7 @@ def explain(
     if not images:
         raise UserError("no images given: pass a list of image files (images=[...])")
     predictor = load(path, device)
+    predictor.preprocessing.check_invert(invert)
     target_index = class_index(target, predictor.classes)
     batch = torch.stack([require_content(predictor.read(p, invert), str(p)) for p in images])
     probs = predictor.probabilities(batch)
