@@ -165,7 +165,8 @@ def stage_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Te
             maps[-1] = (name, out[0].clone())
         else:
             maps.append((name, out[0].clone()))
-    return maps
+    parents = [name.split(".")[0] for name, _ in maps]  # an opened block that gave one map keeps its own name
+    return [(p if parents.count(p) == 1 else name, m) for p, (name, m) in zip(parents, maps)]
 
 
 def plot_feature_maps(
