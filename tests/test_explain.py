@@ -498,3 +498,23 @@ def test_a_failing_default_is_said_plainly():
     }  # fmt: skip
     table = format_sanity([row], default="saliency")
     assert "no method passes both checks" in table and "the default method, saliency, does not pass here" in table
+
+
+@pytest.mark.slow
+def test_viz_of_a_torchvision_model_shows_the_input_and_one_map_per_stage(resnet_at_32: Path, tmp_path: Path):
+    v = visualize(resnet_at_32, out=tmp_path / "v")
+    # ResNet-18 at 32x32: the stem (conv1, bn1, relu) at 16x16, then layer1..layer4 (maxpool's 8x8 is layer1's too)
+    assert v["rows"] == ["input", "relu", "layer1", "layer2", "layer3", "layer4"]
+    assert [layer["shape"] for layer in v["layers"]] == [
+        [64, 16, 16],
+        [64, 8, 8],
+        [128, 4, 4],
+        [256, 2, 2],
+        [512, 1, 1],
+    ]
+    with Image.open(v["feature_maps_png"]) as png:
+        assert png.format == "PNG"
+
+
+def test_viz_of_seednet_starts_with_the_input(trained_run: Path, tmp_path: Path):
+    assert visualize(trained_run, out=tmp_path / "v")["rows"] == ["input", "conv1", "conv2"]
