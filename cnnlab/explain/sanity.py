@@ -4,15 +4,17 @@
   model and with the same architecture re-initialised (every layer's ``reset_parameters``, seeded). A map
   that explains the *model* must change: the mean Spearman rank correlation ρ between the two maps of each
   image must stay below :data:`RHO_MAX`, for the maps as they are and for their absolute values (the
-  paper reports both; the check takes the larger ρ). A map that is constant (every pixel equal, e.g. an all-zero
-  Grad-CAM) has no ranking: its ρ counts as 0 and is reported in ``constant_maps``.
+  paper reports both; the check takes the larger ρ). A map that is constant (every pixel equal up to rounding,
+  e.g. an all-zero Grad-CAM, or a 1x1 one upsampled) has no ranking: it is a failure (ρ = 1 in the mean,
+  and the check fails), never ρ = 0, and is counted in ``constant_maps``.
 * **Localisation on digits**: for each image, the share of its top 10 % attribution pixels that lie on the
   digit's ink (pixels ≥ 128, dilated by one pixel), divided by the ink's share of the image; the mean
   over images. 1.0 is chance; a method passes above :data:`LOC_MIN`. Only for digit models (grey, light
-  ink on a dark background); ``None`` elsewhere.
+  ink on a dark background); ``None`` elsewhere ("n/a"), where a method is judged on randomisation alone.
 
 A method passes when it passes both; its margin is the smaller of the two relative margins,
-min(1 − ρ / RHO_MAX, ratio / LOC_MIN − 1), and :func:`pick_default` takes the widest.
+min(1 − ρ / RHO_MAX, ratio / LOC_MIN − 1). With ``repeats`` (other images, other random models) it passes
+only when every repeat passes, and :func:`pick_default` takes the widest worst-case margin.
 """
 
 from __future__ import annotations
