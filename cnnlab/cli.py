@@ -12,6 +12,7 @@ import errno
 import importlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -265,7 +266,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"loss {result['loss']:.4f}  accuracy {100 * result['accuracy']:.2f}%")
     print(safe_lines(result["report"]))
     print(f"confusion matrix: {result['confusion_png']}")
-    print(f"most confident mistakes: {result['mistakes_png']}")
+    if result["mistakes_png"]:
+        print(f"most confident mistakes: {result['mistakes_png']}")
+    else:
+        print("no mistakes: no gallery drawn")
     cal = result["calibration"]
     if cal["ece"] is not None:
         print(
@@ -410,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training diverged: {safe(exc)}", file=sys.stderr)
         return 3
     except Interrupted as exc:
-        resume = exc.run_dir or getattr(args, "resume", None) or "RUN_DIR"
+        run_dir = exc.run_dir or getattr(args, "resume", None)
+        resume = shlex.quote(str(run_dir)) if run_dir else "RUN_DIR"
         print(f"\ninterrupted ({exc}); checkpoint saved. Resume with: cnnlab train --resume {resume}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

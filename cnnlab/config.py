@@ -177,14 +177,14 @@ def _normalise(cfg: TrainConfig) -> None:
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Refuse impossible values with a one-line UserError; return ``cfg`` unchanged otherwise."""
     from cnnlab.losses import LOSSES
-    from cnnlab.models import MODELS, is_model
+    from cnnlab.models import is_model, unknown_model
 
     _check_types(cfg)
     _normalise(cfg)
     checks = [
         (cfg.recipe in RECIPES, f"unknown recipe {cfg.recipe!r}; choose one of: {', '.join(RECIPES)}"),
         (cfg.hflip in HFLIPS, f"--hflip must be one of {', '.join(HFLIPS)} (got {cfg.hflip!r})"),
-        (is_model(cfg.model), f"unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)} or tv:NAME (see cnnlab models)"),
+        (is_model(cfg.model), "" if is_model(cfg.model) else unknown_model(cfg.model)),
         (cfg.loss in LOSSES, f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
         (cfg.schedule in SCHEDULES, f"unknown schedule {cfg.schedule!r}; choose one of: {', '.join(SCHEDULES)}"),

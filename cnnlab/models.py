@@ -174,8 +174,14 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int) 
     if name.startswith(TV):
         return TorchvisionNet(torchvision_name(name), in_channels, image_size, num_classes)
     if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} or tv:NAME (see cnnlab models)")
+        raise UserError(unknown_model(name))
     return MODELS[name](in_channels, image_size, num_classes)
+
+
+def unknown_model(name: str) -> str:
+    """The one line for a model name no builder knows; a torchvision name without ``tv:`` gets the hint."""
+    hint = f"did you mean tv:{name}? " if name in torchvision_models() else ""
+    return f"unknown model {name!r}; {hint}choose one of: {', '.join(MODELS)} or tv:NAME (see cnnlab models)"
 
 
 def is_model(name: str) -> bool:

@@ -19,7 +19,10 @@ from cnnlab.errors import UserError  # noqa: E402
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` to ``path`` and return the file written: a name without a suffix gets ``.png``."""
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -106,12 +109,12 @@ def plot_filters(weight: torch.Tensor, path: str | Path, title: str = "first-lay
 
 
 @torch.no_grad()
-def feature_maps(model: nn.Module, x: torch.Tensor, limit: int = 4) -> list[tuple[str, torch.Tensor]]:
+def feature_maps(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """(layer name, output [C, H, W]) after each Conv2d's following activation, for one image x [1, C, H, W];
-    for a model that is not a plain sequence (torchvision's), the outputs of its first ``limit`` convolutions."""
+    for a model that is not a plain sequence (torchvision's), one map per stage: see :func:`stage_outputs`."""
     model.eval()
     if not isinstance(model, nn.Sequential):
-        return _first_conv_outputs(model, x, limit)
+        return stage_outputs(model, x)
     maps = []
     convs_seen = 0
     for layer in model:
@@ -123,32 +126,70 @@ def feature_maps(model: nn.Module, x: torch.Tensor, limit: int = 4) -> list[tupl
     return maps
 
 
-def _first_conv_outputs(model: nn.Module, x: torch.Tensor, limit: int) -> list[tuple[str, torch.Tensor]]:
-    maps: list[tuple[str, torch.Tensor]] = []
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)][:limit]
+def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The blocks of a network in the order they run: the children of its body (the first module with more
+    than one child), a ``Sequential`` of different blocks among them opened one level (VGG's or MobileNet's
+    ``features``; ResNet's ``layer1``, a row of the same block, stays one stage)."""
+    root = model
+    while len(list(root.children())) == 1:
+        root = next(root.children())
+    blocks: list[tuple[str, nn.Module]] = []
+    for name, child in root.named_children():
+        if isinstance(child, nn.Sequential) and len({type(m) for m in child.children()}) > 1:
+            blocks += [(f"{name}.{sub}", module) for sub, module in child.named_children()]
+        else:
+            blocks.append((name, child))
+    return [(n, m) for n, m in blocks if not isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+
+
+def stage_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """One feature map [C, H, W] per stage of a network that is not a plain sequence (torchvision's): the
+    outputs of :func:`stage_modules` that are images, consecutive blocks of the same output shape (one
+    stage: ResNet's blocks of ``layer1``, a conv and its ReLU) shown once, by the last of them."""
+    outputs: list[tuple[str, torch.Tensor]] = []
     hooks = [
-        conv.register_forward_hook(lambda module, args, out, n=n: maps.append((f"conv{n}", out[0].clone())))
-        for n, conv in enumerate(convs, 1)
+        module.register_forward_hook(lambda mod, args, out, n=name: outputs.append((n, out)))
+        for name, module in stage_modules(model)
     ]
     try:
-        model(x)
+        with torch.no_grad():
+            model(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return maps
+    maps: list[tuple[str, torch.Tensor]] = []
+    for name, out in outputs:
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            continue
+        if maps and maps[-1][1].shape == out.shape[1:]:
+            maps[-1] = (name, out[0].clone())
+        else:
+            maps.append((name, out[0].clone()))
+    parents = [name.split(".")[0] for name, _ in maps]  # an opened block that gave one map keeps its own name
+    return [(p if parents.count(p) == 1 else name, m) for p, (name, m) in zip(parents, maps)]
 
 
-def plot_feature_maps(model: nn.Sequential, x: torch.Tensor, path: str | Path, max_channels: int = 16) -> Path:
-    """The activations of one image after each convolution block, one row per block."""
+def plot_feature_maps(
+    model: nn.Module, x: torch.Tensor, path: str | Path, max_channels: int = 16, image: torch.Tensor | None = None
+) -> Path:
+    """The activations of one image after each convolution block (or stage), one row per block, below the
+    input ``image`` (uint8 [C, H, W]) when given."""
     maps = feature_maps(model, x)
+    rows = ([("input", image)] if image is not None else []) + maps
     cols = min(max_channels, max((m.shape[0] for _, m in maps), default=1))
-    fig, axes = plt.subplots(max(1, len(maps)), cols, figsize=(1.1 * cols, 1.25 * max(1, len(maps))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(rows)), cols, figsize=(1.1 * cols, 1.25 * max(1, len(rows))), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for r, (name, m) in enumerate(maps):
+    r = 0
+    if image is not None:
+        axes[0, 0].imshow(_input_rgb(image), cmap="gray" if image.shape[0] == 1 else None)
+        axes[0, 0].set_title(f"input {tuple(image.shape)}", fontsize=8, loc="left")
+        r = 1
+    for name, m in maps:
         for c in range(min(cols, m.shape[0])):
             axes[r, c].imshow(m[c].float().cpu().numpy(), cmap="viridis")
         axes[r, 0].set_title(f"{name} {tuple(m.shape)}", fontsize=8, loc="left")
+        r += 1
     return _save(fig, path)
 
 

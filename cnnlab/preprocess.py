@@ -16,7 +16,8 @@ all use it:
   converted likewise, the shorter side scaled to ``box`` (the weights' resize, e.g. 256), then the central
   ``size``×``size`` (their crop, e.g. 224) cut out, as torchvision's weights expect and as training decoded.
 
-``invert=True`` overrides the detection: the image is taken as dark ink on a light background.
+``invert=True`` overrides the detection: the image is taken as dark ink on a light background. A colour
+model refuses it (:meth:`Preprocessing.check_invert`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ from cnnlab.data.images import (
 )  # fmt: skip
 from cnnlab.errors import UserError
 
+# How the resize and crop recipes scale (cnnlab.data.images.to_model_input), in words exact enough to match.
+RESIZE_FILTER = (
+    "bilinear interpolation with antialias on the uint8 pixels: torch.nn.functional.interpolate(x, size, "
+    "mode='bilinear', antialias=True, align_corners=False) on uint8 [1, C, H, W], as "
+    "torchvision.transforms.v2.functional.resize(antialias=True) does (a float implementation differs by up to "
+    "one grey level)"
+)
 BOX_FRACTION = 20 / 28  # MNIST: digits fit a 20×20 box inside 28×28
 # Datasets whose images fill their frame instead (Fashion-MNIST's items, scikit-learn's 8×8 digits).
 FULL_FRAME = {"fashion-mnist", "digits"}
@@ -59,14 +67,24 @@ class Preprocessing:
     size: int
     box: int  # digit: the ink's longer side after scaling; crop: the shorter side before the crop (pixels)
 
+    def check_invert(self, invert: bool) -> None:
+        """Refuse ``invert`` for a colour model: inverting is for grey ink on paper; a colour photo inverted
+        is another photo (predict, explain and serve all refuse it the same way)."""
+        if invert and self.channels != 1:
+            raise UserError(
+                "--invert is for grey models; this model takes colour (RGB) images as they are: drop --invert"
+            )
+
     def prepare(self, img: Image.Image, invert: bool = False) -> torch.Tensor:
         """A decoded PIL image → uint8 [channels, size, size]."""
+        self.check_invert(invert)
         if self.recipe == "digit":
             return prepare_digit(img, self.size, self.box, invert)
         return to_model_input(img, self.channels, self.size, invert, self.box if self.recipe == "crop" else None)
 
     def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
         """An image file → uint8 [channels, size, size]."""
+        self.check_invert(invert)
         img = open_image(path, draft_side=self.work_side)
         try:
             return self.prepare(img, invert)
@@ -90,19 +108,34 @@ class Preprocessing:
             text = (
                 "grey; background = median of the border; ink = |grey - background| above a noise floor "
                 "(3 sigma of the border), so dark-on-light images are inverted to light ink on black; "
-                f"cropped to the ink, scaled (aspect kept, Lanczos) to fit a {self.box}x{self.box} box, "
+                "cropped to the ink, scaled (aspect kept) by PIL's Image.resize(Image.Resampling.LANCZOS) on the "
+                f"float32 ink to fit a {self.box}x{self.box} box, "
                 f"centred by its centre of mass in {self.size}x{self.size}"
             )
         elif self.recipe == "crop":
             mode = "grey" if self.channels == 1 else "RGB"
             text = (
-                f"converted to {mode} (transparency on white), shorter side resized to {self.box} (antialiased, "
-                f"aspect kept), central {self.size}x{self.size} cropped"
+                f"converted to {mode} (transparency on white); {self._shrunk()}; shorter side resized to {self.box} "
+                f"(aspect kept) by {RESIZE_FILTER}; central {self.size}x{self.size} cropped"
             )
         else:
             mode = "grey" if self.channels == 1 else "RGB"
-            text = f"converted to {mode} (transparency on white), resized to {self.size}x{self.size} (antialiased)"
+            text = (
+                f"converted to {mode} (transparency on white); {self._shrunk()}; resized to {self.size}x{self.size} "
+                f"by {RESIZE_FILTER}"
+            )
+        if self.recipe != "digit":
+            filters = {"filter": "bilinear", "antialias": True, "align_corners": False, "work_side": self.work_side}
+            return {"recipe": self.recipe, "channels": self.channels, "size": self.size, "box": self.box,
+                    "steps": text, **filters}  # fmt: skip
         return {"recipe": self.recipe, "channels": self.channels, "size": self.size, "box": self.box, "steps": text}
+
+    def _shrunk(self) -> str:
+        return (
+            f"an image longer than {self.work_side} pixels is first reduced by the smallest integer factor that "
+            f"brings it to at most {self.work_side} (JPEG: the decoder's draft scaling; else PIL Image.reduce, "
+            "the mean of each factor x factor block)"
+        )
 
     def summary(self) -> str:
         """One sentence for people (the serve page's footer)."""

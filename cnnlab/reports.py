@@ -36,8 +36,9 @@ def evaluate(
     predicted, count, largest first) and mistakes gallery (with Grad-CAM overlays) of a trained model.
 
     Defaults: the run's own dataset; the ``test`` split where the dataset has one, else ``val``.
-    Pictures go to ``out`` (default: ``eval-<dataset>-<split>/`` beside the checkpoint). ``tta``: the
-    numbers of the predictions averaged over flips (:class:`cnnlab.inference.FlipAverage`).
+    Pictures go to ``out`` (default: ``eval-<dataset>-<split>/`` beside the checkpoint); with no mistake
+    there is no gallery (``mistakes_png`` is None). ``tta``: the numbers of the predictions averaged over
+    flips (:class:`cnnlab.inference.FlipAverage`).
     """
     from cnnlab import plots
     from cnnlab.metrics import confusion_matrix, format_most_confused, format_report, most_confused, per_class_report
@@ -71,7 +72,7 @@ def evaluate(
         "confusion_matrix": matrix.tolist(),
         "most_confused": confused,
         "confusion_png": str(confusion_png),
-        "mistakes_png": str(gallery_png),
+        "mistakes_png": None if gallery_png is None else str(gallery_png),
         "calibration": calibration,
         "report": format_report(report) + "\n" + format_most_confused(confused),
     }
@@ -93,11 +94,11 @@ def _calibration(predictor: Predictor, outputs: torch.Tensor, labels: torch.Tens
 
 def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: str) -> Data:
     """The ``split`` to evaluate on, normalised as the model was trained (its own mean and std, whatever
-    the data's). Your own image files (``folder:``, ``csv:``) given to a model that prepares images its
-    own way (the digit recipe of MNIST-style models) are read by the model itself, :meth:`Predictor.read`,
-    so ``eval`` sees each file exactly as ``predict`` does."""
+    the data's). Your own image files (``folder:``, ``csv:``) are read by the model itself,
+    :meth:`Predictor.read`, so ``eval`` sees each file exactly as ``predict`` does (colour files for a grey
+    model are converted, as ``predict`` converts them)."""
     cfg = predictor.config
-    own_files = is_file_dataset(dataset) and predictor.preprocessing.recipe == "digit"
+    own_files = is_file_dataset(dataset)
     data = load_data(
         dataset, data_dir, (split,), cfg.classes or None, predictor.image_size,
         val_fraction=cfg.val_fraction, memory_budget=0 if own_files else cfg.memory_budget, resize=predictor.resize,
@@ -107,7 +108,10 @@ def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: 
         return data
     files = data.splits[split]
     images = torch.stack([predictor.read(path) for path in files.paths])
-    return dataclasses.replace(data, splits={split: TensorSplit(images, files.labels)})
+    return dataclasses.replace(
+        data, in_channels=predictor.in_channels, image_size=predictor.image_size,
+        splits={split: TensorSplit(images, files.labels)},
+    )  # fmt: skip
 
 
 def _check_compatible(predictor: Predictor, data: Data) -> None:
@@ -122,25 +126,27 @@ def _check_compatible(predictor: Predictor, data: Data) -> None:
 
 def _mistakes_gallery(
     predictor: Predictor, data: Data, split: str, outputs: torch.Tensor, labels: torch.Tensor, path: Path
-) -> Path:
+) -> Path | None:
+    """The most confident mistakes (at most 16) with a Grad-CAM overlay each, or None (nothing written) when
+    there is no mistake."""
     from cnnlab import plots
     from cnnlab.explain.attribution import attribute_images
     from cnnlab.metrics import most_confident_mistakes
 
     index = most_confident_mistakes(outputs, labels, k=16)
-    probs = probabilities(outputs[index]) if len(index) else torch.empty(0, len(data.classes))
+    if not len(index):
+        return None
+    probs = probabilities(outputs[index])
     split_data = data.splits[split]
     if hasattr(split_data, "images"):
         images = split_data.images[index]
     else:
-        images = torch.stack([predictor.read(split_data.paths[i]) for i in index.tolist()]) if len(index) else None
-    if images is None or len(index) == 0:
-        images = torch.zeros(0, predictor.in_channels, predictor.image_size, predictor.image_size, dtype=torch.uint8)
+        images = torch.stack([predictor.read(split_data.paths[i]) for i in index.tolist()])
     titles = [
         f"true {data.classes[int(labels[i])]}\npred {data.classes[int(p.argmax())]} {100 * float(p.max()):.0f}%"
         for i, p in zip(index.tolist(), probs)
     ]
-    if not len(index) or not any(isinstance(m, torch.nn.Conv2d) for m in predictor.model.modules()):
+    if not any(isinstance(m, torch.nn.Conv2d) for m in predictor.model.modules()):
         return plots.plot_gallery(images, titles, path, title="most confidently wrong")  # nothing for Grad-CAM
     predicted = probs.argmax(dim=1)
     maps = attribute_images(predictor, images, predicted, "gradcam")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -39,17 +40,23 @@ def file_name_part(dataset: str) -> str:
 def create_run_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Make ``path`` and prove it is writable before any training starts."""
     path = Path(path)
-    if (path / "config.json").exists() and not overwrite:
-        raise UserError(
-            f"{path} already holds a run; continue it (--resume {path}; resume= in Python), "
-            "choose another --out (out=), or pass --overwrite (overwrite=True)"
-        )
+    refuse_existing_run(path, overwrite)
     try:
         path.mkdir(parents=True, exist_ok=True)
         check_writable(path)
     except OSError as exc:
         raise UserError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
     return path
+
+
+def refuse_existing_run(path: str | Path, overwrite: bool = False) -> None:
+    """Refuse (a UserError) a run directory ``path`` that already holds a run, unless ``overwrite``."""
+    path = Path(path)
+    if (path / "config.json").exists() and not overwrite:
+        raise UserError(
+            f"{path} already holds a run; continue it (--resume {shlex.quote(str(path))}; resume= in Python), "
+            "choose another --out (out=), or pass --overwrite (overwrite=True)"
+        )
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -113,6 +113,10 @@ def train(
     runs after every optimiser step, ``on_epoch(row)`` after every epoch with its metrics row (an
     exception it raises stops the run, which is then marked failed).
     """
+    if resume is None:  # before any data is read or decoded (--lr auto reads it too)
+        out = options.get("out", config.out if config is not None else None)
+        if out:
+            runs.refuse_existing_run(out, overwrite)
     (cfg, notes), run_dir, ckpt, choice = _options(config, resume, options)
     world = join(cfg.device)  # decided once: one process, or one of several under torchrun
     if ckpt is not None:  # keep the global batch if the number of processes changed

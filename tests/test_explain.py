@@ -210,6 +210,7 @@ def test_sanity_table_picks_the_documented_default_and_reports_failures(trained_
     for r in rows:  # every verdict follows from its numbers, and failures are shown
         assert r["randomisation_pass"] == (max(r["rho_signed"], r["rho_abs"]) < RHO_MAX)
         assert r["localisation_pass"] == (r["localisation"] > LOC_MIN)
+        assert r["randomisation_pass"] == (r["randomisation_rho"] < RHO_MAX and not r["constant_maps"])
     table = format_sanity(rows)
     assert "FAIL" in table and f"widest margin over both checks: {DEFAULT_METHOD}" in table
     # integrated gradients are (x - black) * gradient: their |map| keeps the digit's shape whatever the
@@ -383,7 +384,8 @@ def test_explain_viz_and_sanity_on_a_folder_colour_run(colour_run: Path, mnist5k
     v = visualize(colour_run, out=tmp_path / "v")
     assert [layer["shape"][0] for layer in v["layers"]] == [10, 20]
     (row,) = sanity_checks(colour_run, ["saliency"], n=8)
-    assert row["localisation"] is None and not row["localisation_pass"]  # on digits only
+    assert row["localisation"] is None and row["localisation_pass"] is None  # on digits only: "n/a"
+    assert row["passes"] == row["randomisation_pass"]  # judged on randomisation alone
     assert -1 <= row["randomisation_rho"] <= 1
 
 
@@ -391,3 +393,128 @@ def test_black_baseline_is_pixel_zero_as_the_model_sees_it(predictor):
     base = black_baseline(predictor)
     expected = normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8), predictor.mean, predictor.std)
     assert torch.allclose(base, expected)
+
+
+# ---- issue 23: Grad-CAM on small maps, constant maps, repeats, colour verdicts ------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet_at_32(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
+    """tv:resnet18 from scratch at --image-size 32, two steps on a small ``folder:`` of real digits: its last
+    convolution's map is 1x1, so its Grad-CAM is constant."""
+    root = tmp_path_factory.mktemp("resnet32")
+    folder = make_image_folder(root / "imgs", mnist5k, per_class=6)
+    out = root / "run"
+    cnnlab.train(
+        dataset=f"folder:{folder}", model="tv:resnet18", image_size=32, max_steps=2, batch_size=8,
+        out=str(out), progress=False,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_gradcam_on_a_1x1_last_map_warns_naming_the_size(resnet_at_32: Path, tmp_path: Path, capsys):
+    from cnnlab.explain.attribution import gradcam_grid, small_grid_warning
+
+    predictor = cnnlab.load(resnet_at_32)
+    assert gradcam_grid(predictor.model, 3, 32) == (1, 1)
+    message = small_grid_warning(predictor)
+    assert message is not None and "1x1" in message and "--image-size" in message and "--method" in message
+    image = tmp_path / "d.png"
+    save_digit(image, torch.full((1, 20, 20), 200, dtype=torch.uint8).tril())
+    (r,) = explain(resnet_at_32, image, method="gradcam", out=tmp_path / "o")
+    amap = torch.tensor(r["attribution"])
+    assert float(amap.max() - amap.min()) <= 1e-5 * float(amap.max())  # one value everywhere, up to rounding
+    err = capsys.readouterr().err
+    assert err.count("warning: Grad-CAM") == 1 and "1x1" in err
+    explain(resnet_at_32, image, method="saliency", out=tmp_path / "o")
+    assert "Grad-CAM" not in capsys.readouterr().err
+
+
+def test_seednets_8x8_gradcam_grid_gives_no_warning(predictor):
+    from cnnlab.explain.attribution import gradcam_grid, small_grid_warning
+
+    assert gradcam_grid(predictor.model, 1, 28) == (8, 8)
+    assert small_grid_warning(predictor) is None
+
+
+def test_constant_maps_count_as_failures_never_as_zero():
+    varied = torch.arange(16.0).view(1, 4, 4)
+    constant = torch.zeros(1, 4, 4)
+    rho, constant_count = randomisation(torch.cat([varied, constant]), torch.cat([varied.flip(-1), constant]))
+    assert constant_count == 1
+    # the old rule averaged the constant pair in as ρ = 0; it counts as ρ = 1 (no evidence the map changed)
+    assert rho == pytest.approx((spearman_of(varied, varied.flip(-1)) + 1.0) / 2)
+
+
+def spearman_of(a: torch.Tensor, b: torch.Tensor) -> float:
+    from cnnlab.explain.sanity import spearman
+
+    value = spearman(a, b)
+    assert value is not None
+    return value
+
+
+@pytest.mark.slow
+def test_sanity_fails_a_constant_gradcam_and_reports_localisation_na_on_colour(resnet_at_32: Path):
+    (row,) = sanity_checks(resnet_at_32, ["gradcam"], n=6)
+    assert row["constant_maps"] >= 1 and not row["randomisation_pass"] and not row["passes"]
+    assert row["margin"] < 0 and pick_default([row]) is None
+    assert row["localisation"] is None and row["localisation_pass"] is None  # colour: no ink mask
+    table = format_sanity([row])
+    assert "counted as a failure" in table and "n/a" in table and "no method passes" in table
+    assert "judged on randomisation only" in table
+
+
+def test_sanity_repeats_report_the_spread_and_pass_only_when_every_repeat_passes(trained_run: Path):
+    rows = sanity_checks(trained_run, ["saliency", "integrated-gradients"], n=8, repeats=3)
+    for row in rows:
+        assert row["repeats"] == 3 and row["n"] == 8
+        low, high = row["spread"]["randomisation_rho"]
+        assert low <= row["randomisation_rho"] <= high
+        low, high = row["spread"]["margin"]
+        assert low == row["margin_min"] <= row["margin"] <= high
+        assert row["passes"] == (row["passed"] == 3)
+    # three different image sets and random models: the spread is a real spread
+    saliency = rows[0]["spread"]["randomisation_rho"]
+    assert saliency[0] < saliency[1]
+    table = format_sanity(rows)
+    assert "x 3 sets" in table and "[" in table
+    single = sanity_checks(trained_run, ["saliency"], n=8)[0]
+    assert single["repeats"] == 1 and single["spread"]["margin"] == [single["margin"], single["margin"]]
+
+
+def test_sanity_on_another_dataset_split(trained_run: Path, idx_test_dir: Path):
+    (row,) = sanity_checks(trained_run, ["saliency"], n=4, dataset="mnist", data_dir=idx_test_dir, split="test")
+    assert row["images"] == "mnist test" and row["n"] == 4
+    assert "on 4 mnist test images" in format_sanity([row])
+
+
+def test_a_failing_default_is_said_plainly():
+    row = {
+        "method": "saliency", "n": 40, "repeats": 1, "randomisation_rho": 0.57, "rho_signed": 0.57, "rho_abs": 0.57,
+        "constant_maps": 0, "randomisation_pass": False, "localisation": 2.0, "localisation_pass": True,
+        "passes": False, "margin": -0.14, "margin_min": -0.14, "spread": {},
+    }  # fmt: skip
+    table = format_sanity([row], default="saliency")
+    assert "no method passes both checks" in table and "the default method, saliency, does not pass here" in table
+
+
+@pytest.mark.slow
+def test_viz_of_a_torchvision_model_shows_the_input_and_one_map_per_stage(resnet_at_32: Path, tmp_path: Path):
+    v = visualize(resnet_at_32, out=tmp_path / "v")
+    # ResNet-18 at 32x32: the stem (conv1, bn1, relu) at 16x16, then layer1..layer4 (maxpool's 8x8 is layer1's too)
+    assert v["rows"] == ["input", "relu", "layer1", "layer2", "layer3", "layer4"]
+    assert [layer["shape"] for layer in v["layers"]] == [
+        [64, 16, 16],
+        [64, 8, 8],
+        [128, 4, 4],
+        [256, 2, 2],
+        [512, 1, 1],
+    ]
+    with Image.open(v["feature_maps_png"]) as png:
+        assert png.format == "PNG"
+
+
+def test_viz_of_seednet_starts_with_the_input(trained_run: Path, tmp_path: Path):
+    assert visualize(trained_run, out=tmp_path / "v")["rows"] == ["input", "conv1", "conv2"]

@@ -147,7 +147,14 @@ def test_a_fine_tuned_model_reads_images_as_its_training_did(torch_home: Path, t
     with TestClient(create_app(out)) as client:
         answer = client.post("/api/predict", files=upload).json()
         assert answer["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
-        assert [m["name"] for m in answer["feature_maps"]] == ["conv1", "conv2", "conv3", "conv4"]
+        assert [m["name"] for m in answer["feature_maps"]] == [
+            "conv1",
+            "maxpool",
+            "stage2",
+            "stage3",
+            "stage4",
+            "conv5",
+        ]
         assert client.post("/api/explain", files=upload).status_code == 200
         assert "fc: Linear" in client.get("/api/model").json()["layers"]
 

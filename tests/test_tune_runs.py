@@ -113,3 +113,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: missing: no such folder") and result.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_without_png_suffix_names_the_file_really_written(tmp_path: Path, capsys, monkeypatch) -> None:
+    from cnnlab.cli import main
+
+    fake_run(tmp_path / "runs" / "a", "finished", [0.3, 0.4])
+    monkeypatch.chdir(tmp_path)
+    assert main(["runs", "runs", "--plot", "curves"]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said == "validation curves saved to curves.png"
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "curves").exists()

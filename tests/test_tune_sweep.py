@@ -103,7 +103,9 @@ def test_median_pruner_stops_a_bad_trial_early(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_saves_the_trial_and_a_rerun_continues_the_study(tmp_path: Path) -> None:
-    worker = sweep_process("--trials", "3", "--out", "sw", "--epochs", "200", *TINY, cwd=tmp_path)
+    # 60 steps (about 9 epochs of 7): long enough to be interrupted, short enough to rerun with the same options
+    long = ("--epochs", "200", "--max-steps", "60")
+    worker = sweep_process("--trials", "3", "--out", "sw", *long, *TINY, cwd=tmp_path)
     metrics = tmp_path / "sw" / "sweep" / "trial-0000" / "metrics.csv"
     deadline = time.monotonic() + 600
     while not metrics.exists() and time.monotonic() < deadline and worker.poll() is None:
@@ -116,7 +118,7 @@ def test_ctrl_c_saves_the_trial_and_a_rerun_continues_the_study(tmp_path: Path) 
     assert runs.read_config(first)["status"] == "interrupted" and (first / "last.pt").is_file()
     assert [t.state.name for t in load(tmp_path / "sw").get_trials()] == ["FAIL"]
 
-    again = tune_cli("sweep", "--trials", "1", "--out", "sw", "--epochs", "1", *TINY, cwd=tmp_path)
+    again = tune_cli("sweep", "--trials", "1", "--out", "sw", *long, *TINY, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert [t.state.name for t in load(tmp_path / "sw").get_trials()] == ["FAIL", "COMPLETE"]
 
@@ -224,3 +226,30 @@ def test_a_dead_trial_naming_a_folder_outside_the_sweep_touches_nothing(tmp_path
     optuna.storages.fail_stale_trials(study)  # what sweep --show does first
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
     assert (elsewhere / "config.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_fixed_options_is_refused_naming_them(tmp_path: Path) -> None:
+    from cnnlab.tune.sweep import DEFAULT_SPACE, FIXED_ATTR, fixed_options
+
+    base = TrainConfig(classes=["0", "1"], batch_size=128, epochs=1, max_steps=2, progress=False, device="cpu")
+    first = run_sweep(base, 1, out=tmp_path / "sw", echo=lambda line: None)
+    assert len(first["trials"]) == 1
+    stored = load(tmp_path / "sw").user_attrs[FIXED_ATTR]
+    assert stored == fixed_options(base, DEFAULT_SPACE)
+    assert stored["epochs"] == 1 and stored["dataset"] == "mnist5k" and "lr" not in stored and "device" not in stored
+    with pytest.raises(UserError) as refused:
+        run_sweep(base.replace(epochs=3, dataset="digits"), 1, out=tmp_path / "sw", echo=lambda line: None)
+    message = str(refused.value)
+    assert "\n" not in message and "--study NAME" in message
+    assert "--epochs 3 (study: 1)" in message and "--dataset digits (study: mnist5k)" in message
+    assert "--lr" not in message  # searched options may differ
+    assert len(load(tmp_path / "sw").get_trials()) == 1  # nothing was added
+    assert sorted(p.name for p in (tmp_path / "sw" / "sweep").iterdir()) == ["trial-0000"]
+    # another study name starts afresh; where a trial runs (device, threads, out) is not an experiment's option
+    other = run_sweep(base.replace(epochs=3, max_steps=1), 1, "other", out=tmp_path / "sw", echo=lambda line: None)
+    assert other["study"] == "other" and len(other["trials"]) == 1
+    study = load(tmp_path / "sw")
+    from cnnlab.tune.sweep import keep_fixed_options
+
+    keep_fixed_options(study, fixed_options(base.replace(device="auto", threads=1), DEFAULT_SPACE))  # accepted

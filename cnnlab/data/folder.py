@@ -56,6 +56,7 @@ class Found:
     classes: list[str]
     groups: dict[str, FileSplit]
     not_images: dict[str, list[Path]] = field(default_factory=dict)
+    ignored: list[Path] = field(default_factory=list)  # folders beside train/ val/ test/, which are not read
 
 
 @dataclass
@@ -84,6 +85,7 @@ def load_image_dataset(
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     found = scan(name)
+    warn_ignored(name, found.ignored)
     has = ["train", "val", *(["test"] if "test" in found.groups else [])]
     missing = [s for s in splits if s not in has]
     if missing:
@@ -161,7 +163,7 @@ def scan_folder(root: Path) -> Found:
         group, skipped = _list_group(root, classes)
         return Found(classes, {"train": group}, {"train": skipped})
     classes = _class_names(split_dirs["train"])
-    found = Found(classes, {})
+    found = Found(classes, {}, ignored=_stray_dirs(root, split_dirs))
     for split, folder in split_dirs.items():
         if split != "train":
             check_same_classes(f"folder:{root}", split, classes, _class_names(folder, minimum=0))
@@ -183,6 +185,20 @@ def _split_dirs(root: Path) -> dict[str, Path]:
         named = ", ".join(f"{d.name}/" for d in dirs.values())
         raise UserError(f"folder:{root} has {named} but no train/: put the training images in {root}/train/<class>/")
     return dirs
+
+
+def _stray_dirs(root: Path, split_dirs: dict[str, Path]) -> list[Path]:
+    """The visible folders of a train/val/test layout's root that are not one of its splits."""
+    used = set(split_dirs.values())
+    return sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name) and p not in used)
+
+
+def warn_ignored(root: str, ignored: list[Path]) -> None:
+    """One warning line naming the folders beside train/ val/ test/ that are not read."""
+    if ignored:
+        names = ", ".join(f"{p.name}/" for p in ignored)
+        verb = "is" if len(ignored) == 1 else "are"
+        print(f"warning: {root}: {names} beside train/ val/ test/ {verb} ignored", file=sys.stderr)
 
 
 def _class_names(folder: Path, minimum: int = 2) -> list[str]:

@@ -103,6 +103,18 @@ def dataset_names() -> list[str]:
     return [*DATASETS, "folder:PATH", "csv:FILE"]
 
 
+def unknown_dataset(name: str) -> str:
+    """The one line for a dataset name that is none of ours; a path to a folder or a .csv file gets the
+    prefix it lacks as a hint (``did you mean folder:PATH``)."""
+    path = Path(name).expanduser()
+    hint = ""
+    if path.is_dir():
+        hint = f"did you mean folder:{name}? "
+    elif path.is_file() and path.suffix.lower() == ".csv":
+        hint = f"did you mean csv:{name}? "
+    return f"unknown dataset {name!r}; {hint}choose one of: {', '.join(dataset_names())}"
+
+
 def default_split(name: str) -> str:
     """The split an evaluation uses by default: ``test`` where the dataset has one (a ``folder:`` with a
     ``test/`` folder, a ``csv:`` file with test rows), else ``val``."""
@@ -141,7 +153,7 @@ def load_data(
     else:
         info = DATASETS.get(name)
         if info is None:
-            raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+            raise UserError(unknown_dataset(name))
         missing = [s for s in splits if s not in info.splits]
         if missing:
             raise UserError(f"{name} has no {missing[0]!r} split (it has: {', '.join(info.splits)})")
@@ -214,7 +226,14 @@ def describe(data: Data) -> str:
     from cnnlab.data.splits import TensorSplit
 
     names = ", ".join(data.classes[:8]) + (", ..." if len(data.classes) > 8 else "")
-    counts = " / ".join(f"{len(split):,} {split_name}" for split_name, split in data.splits.items())
+    sizes = {split_name: len(split) for split_name, split in data.splits.items()}
+    if is_file_dataset(data.name) and "test" not in sizes:  # not loaded for training, but there: say so
+        from cnnlab.data.folder import scan
+
+        test = scan(data.name).groups.get("test")
+        if test is not None:
+            sizes["test"] = len(test)
+    counts = " / ".join(f"{n:,} {split_name}" for split_name, n in sizes.items())
     colour = "grey" if data.in_channels == 1 else "RGB"
     size = f"{data.image_size}x{data.image_size}"
     if data.resize is not None:

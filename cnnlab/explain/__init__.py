@@ -19,8 +19,10 @@ from cnnlab.text import safe
 
 # The attribution methods, in the order the sanity table lists them (see cnnlab/explain/attribution.py).
 METHODS = ("gradcam", "saliency", "integrated-gradients", "occlusion")
-# The method that passes both sanity checks by the widest margin on the default model (the tutorial's
-# seednet trained on mnist5k): measured by `cnnlab explain --sanity RUN` (README, "Inside the CNN").
+# The default: the only method that passes both sanity checks on some draws for the tutorial's seednet on
+# mnist5k, but with no margin: over 5 image sets and random models it fails randomisation on 2 or 3 of 5
+# (`cnnlab explain --sanity RUN --repeats 5`, README "Inside the CNN"). No method passes on every draw;
+# `explain --sanity` says so.
 DEFAULT_METHOD = "saliency"
 
 _EXPORTS = {
@@ -51,17 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "For each image: the predicted class (or --target) and an attribution map at the model's input "
             "resolution (positive = evidence for the target), saved as a PNG of the input, the map and both "
-            f"overlaid. Methods: {', '.join(METHODS)}. Default: {DEFAULT_METHOD}, the method that passes both "
-            "sanity checks (model randomisation, localisation on the digit's ink) by the widest margin on the "
-            "tutorial's seednet trained on mnist5k; --sanity measures them for any run."
+            f"overlaid. Methods: {', '.join(METHODS)}. Default: {DEFAULT_METHOD}, the only one that passes both "
+            "sanity checks (model randomisation, localisation on the digit's ink) on some draws for the "
+            "tutorial's seednet, without a margin; --sanity (--repeats K) measures them for any run and says "
+            "when no method passes."
         ),
     )
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size")
     p.add_argument(
         "--method", default=None, metavar="METHOD",
-        help=f"one of {', '.join(METHODS)} (default: {DEFAULT_METHOD}, which passes both sanity checks by the "
-        "widest margin on the default model)",
+        help=f"one of {', '.join(METHODS)} (default: {DEFAULT_METHOD}; see --sanity for how far to trust it)",
     )  # fmt: skip
     p.add_argument(
         "--target", default=None, metavar="CLASS", help="explain this class (name or index) instead of the prediction"
@@ -81,6 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "-n", "--num-images", type=int, default=64, metavar="N", help="--sanity: validation images used (default 64)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=1, metavar="K",
+        help="--sanity: run the checks K times, each on the next N images and with a random model from another "
+        "seed, and report the mean and the spread [min, max]; a method passes only if it passes every time",
+    )  # fmt: skip
+    p.add_argument("--dataset", default=None, help="--sanity: take the images from this dataset (default: the run's)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="--sanity: where that dataset's files are")
+    p.add_argument(
+        "--split", default="val", choices=("train", "val", "test"), help="--sanity: the split used (default val)"
     )
     p.add_argument("--json", action="store_true", help="print JSON (a list, one object per image or per method)")
     p.set_defaults(func=cmd_explain)
@@ -109,7 +121,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.images:
             raise UserError("--sanity uses the run's validation images: give no IMAGE files with it")
         methods = [args.method] if args.method else list(METHODS)
-        rows = sanity_checks(args.run, methods, n=args.num_images, device=args.device)
+        rows = sanity_checks(
+            args.run, methods, n=args.num_images, device=args.device, repeats=args.repeats,
+            dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+        )  # fmt: skip
         print(json.dumps(rows, indent=2) if args.json else format_sanity(rows))
         return 0
     if not args.images:

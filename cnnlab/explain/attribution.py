@@ -20,7 +20,9 @@ Positive values are evidence for the target class (saliency's magnitudes are sen
 
 from __future__ import annotations
 
+import sys
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,55 @@ def last_conv(model: nn.Module) -> nn.Conv2d:
     if not convs:
         raise UserError("this model has no convolution layer: Grad-CAM needs one (use --method saliency)")
     return convs[-1]
+
+
+MIN_GRADCAM_SIDE = 4  # a last-convolution map smaller than this (either side) gives a (nearly) constant Grad-CAM
+_warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models already warned about in this process
+
+
+def gradcam_grid(model: nn.Module, in_channels: int, image_size: int) -> tuple[int, int]:
+    """(height, width) of the last convolution's output for one ``image_size`` input: Grad-CAM's resolution
+    before its upsampling (seednet at 28x28: 8x8; tv:resnet18 at 32x32: 1x1)."""
+    conv = last_conv(model)
+    shape: list[int] = []
+    hook = conv.register_forward_hook(lambda module, args, out: shape.extend(out.shape[-2:]))
+    parameter = next(model.parameters())
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(
+                torch.zeros(1, in_channels, image_size, image_size, dtype=parameter.dtype, device=parameter.device)
+            )
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return shape[0], shape[1]
+
+
+def small_grid_warning(predictor: Predictor) -> str | None:
+    """One line when Grad-CAM cannot localise on this model: its last convolution's map is smaller than
+    :data:`MIN_GRADCAM_SIDE` on a side (then the upsampled map is constant, or nearly); else None."""
+    if not any(isinstance(m, nn.Conv2d) for m in predictor.model.modules()):
+        return None
+    h, w = gradcam_grid(predictor.model, predictor.in_channels, predictor.image_size)
+    if min(h, w) >= MIN_GRADCAM_SIDE:
+        return None
+    s = predictor.image_size
+    return (
+        f"warning: Grad-CAM explains {predictor.config.model}'s last convolution, whose map is only {h}x{w} at "
+        f"{s}x{s} input, so its map is (nearly) constant; train with a larger --image-size (about "
+        f"{s * MIN_GRADCAM_SIDE // min(h, w)} or more) or use another --method (e.g. saliency)"
+    )
+
+
+def warn_small_grid(predictor: Predictor) -> None:
+    """Print :func:`small_grid_warning` on stderr, once per model in this process."""
+    if predictor.model in _warned:
+        return
+    _warned.add(predictor.model)
+    message = small_grid_warning(predictor)
+    if message:
+        print(message, file=sys.stderr, flush=True)
 
 
 def check_method(method: str | None) -> str:
@@ -150,6 +201,8 @@ def attribute_images(
     copy); default the predictor's."""
     from cnnlab.data import normalize
 
+    if method == "gradcam" and model is None:
+        warn_small_grid(predictor)
     model = predictor.model if model is None else model
     model.eval()
     dtype = next(model.parameters()).dtype
@@ -183,6 +236,7 @@ def explain(
     if not images:
         raise UserError("no images given: pass a list of image files (images=[...])")
     predictor = load(path, device)
+    predictor.preprocessing.check_invert(invert)
     target_index = class_index(target, predictor.classes)
     batch = torch.stack([require_content(predictor.read(p, invert), str(p)) for p in images])
     probs = predictor.probabilities(batch)

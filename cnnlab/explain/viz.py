@@ -1,5 +1,6 @@
 """``cnnlab viz``: what a trained CNN has learnt to look for (its first layer's filters) and what it
-sees in one image (the feature maps after each convolution block), as PNGs."""
+sees in one image (the input, then the feature maps after each convolution block of cnnlab's models or
+each stage of torchvision's), as PNGs."""
 
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
 def visualize(
     path: str | Path, image: str | Path | None = None, out: str | Path | None = None, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Draw the first convolution's filters (``filters.png``) and the feature maps of every convolution
-    block for ``image`` (default: the first validation image of the run's dataset) (``feature_maps.png``)
-    in ``out`` (default ``viz/`` beside the checkpoint). Returns the PNG paths, the image and its
-    maps' shapes."""
+    """Draw the first convolution's filters (``filters.png``) and, below the input, the feature maps of every
+    convolution block (a torchvision model: every stage) for ``image`` (default: the first validation image
+    of the run's dataset) (``feature_maps.png``) in ``out`` (default ``viz/`` beside the checkpoint).
+    Returns the PNG paths, the image, its maps' shapes and the picture's ``rows``."""
     from cnnlab import plots
     from cnnlab.data import normalize
     from cnnlab.explain.sanity import validation_images
@@ -52,7 +53,7 @@ def visualize(
         conv.weight, out_dir / "filters.png", title=f"first-layer filters {tuple(conv.weight.shape)}"
     )
     maps = plots.feature_maps(predictor.model, x)
-    maps_png = plots.plot_feature_maps(predictor.model, x, out_dir / "feature_maps.png")
+    maps_png = plots.plot_feature_maps(predictor.model, x, out_dir / "feature_maps.png", image=img)
     with torch.no_grad():
         probs = predictor.probabilities(img.unsqueeze(0))[0]
     return {
@@ -62,4 +63,5 @@ def visualize(
         "filters_png": str(filters_png),
         "feature_maps_png": str(maps_png),
         "layers": [{"name": n, "shape": list(m.shape)} for n, m in maps],
+        "rows": ["input", *(n for n, _ in maps)],  # the rows of feature_maps.png
     }

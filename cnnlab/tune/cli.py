@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     if args.plot:
         _check_output_file(args.plot)
     result = lr_find(cfg, start=args.start, end=args.end, steps=args.steps)
+    plot = None
     if args.plot:
-        plot_lr_find(result, args.plot, title=f"lr-find: {cfg.model} on {cfg.dataset}, {cfg.optimizer}")
+        plot = plot_lr_find(result, args.plot, title=f"lr-find: {cfg.model} on {cfg.dataset}, {cfg.optimizer}")
     if args.json:
         print(json.dumps(result))
         return 0
@@ -90,8 +92,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     )
     print(f"suggested learning rate: {result['suggestion']:.3g} ({SUGGESTION})")
     print(f"steepest descent: {result['steepest']:.3g}   valley: {result['valley']:.3g}")
-    if args.plot:
-        print(f"plot saved to {args.plot}")
+    if plot is not None:
+        print(f"plot saved to {plot}")
     return 0
 
 
@@ -125,8 +127,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     best = result["best"]
     if best is not None:
         print(f"best so far: trial {best['number']}, val acc {100 * best['value']:.2f}%, run {safe(best['run_dir'])}")
-    show = f"cnnlab sweep --show --study {args.study} --out {args.sweep_dir}"
-    print(f"all trials and plots: {show}" + (f" --storage {args.storage}" if args.storage else ""))
+    show = ["cnnlab", "sweep", "--show", "--study", args.study, "--out", str(args.sweep_dir)]
+    show += ["--storage", args.storage] if args.storage else []
+    print(f"all trials and plots: {safe(shlex.join(show))}")
     return 0
 
 
@@ -136,16 +139,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.plot:
         _check_output_file(args.plot)
     rows = list_runs(args.dir, args.names)
+    plot = None
     if args.plot:
         from cnnlab.tune.compare import plot_runs
 
-        plot_runs(rows, args.plot)
+        plot = plot_runs(rows, args.plot)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(safe_lines(format_runs(rows)) if rows else f"no runs under {safe(args.dir)}")
-    if args.plot:
-        print(f"validation curves saved to {args.plot}")
+    if plot is not None:
+        print(f"validation curves saved to {safe(plot)}")
     return 0
 
 

@@ -60,6 +60,10 @@ SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write lock on th
 NOT_TUNABLE = ("out", "data_dir", "dataset", "classes", "device", "threads", "progress", "tensorboard",
                "checkpoint_every", "max_steps")  # fmt: skip
 SPACE_KEYS = {"low", "high", "log", "step", "choices"}
+# Options that say where and how a trial runs, not what it measures: a rerun may change them freely. Every
+# other option a sweep does not search is stored with its study (user attr FIXED_ATTR) and must not change.
+WHERE_OPTIONS = ("out", "data_dir", "device", "threads", "progress", "tensorboard", "checkpoint_every")
+FIXED_ATTR = "cnnlab_fixed_options"
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ def run_sweep(
         )  # fmt: skip
     if study_obj.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {study!r} minimises its value; a cnnlab sweep maximises validation accuracy")
+    keep_fixed_options(study_obj, fixed_options(base, space))
     (out / study).mkdir(parents=True, exist_ok=True)
     done = len(study_obj.get_trials(deepcopy=False))
     echo(f"study {study} ({done} trials so far): {trials} more over " + ", ".join(p.describe() for p in space))
@@ -212,6 +217,36 @@ def run_sweep(
     with _quiet_optuna():
         study_obj.optimize(objective, n_trials=trials, catch=(Diverged,))
     return summary(study_obj)
+
+
+def fixed_options(base: TrainConfig, space: tuple[Param, ...]) -> dict[str, Any]:
+    """The options every trial of a sweep shares: ``base``'s, less the searched ones and :data:`WHERE_OPTIONS`
+    (``dataset`` as stored in runs: a ``folder:``/``csv:`` path made absolute)."""
+    from cnnlab.data.registry import canonical_dataset
+
+    searched = {p.name for p in space}
+    options = {k: v for k, v in base.to_dict().items() if k not in searched and k not in WHERE_OPTIONS}
+    if "dataset" in options:
+        options["dataset"] = canonical_dataset(options["dataset"])
+    return options
+
+
+def keep_fixed_options(study: Any, fixed: dict[str, Any]) -> None:
+    """Store ``fixed`` with a study that has none yet; refuse, in one line, a rerun whose fixed options differ
+    from the stored ones (its trials would be compared with trials of another experiment)."""
+    stored = study.user_attrs.get(FIXED_ATTR)
+    if stored is None:
+        study.set_user_attr(FIXED_ATTR, fixed)
+        return
+    changed = [k for k in sorted(set(stored) | set(fixed)) if stored.get(k) != fixed.get(k)]
+    if changed:
+        shown = ", ".join(
+            f"--{k.replace('_', '-')} {_fmt(fixed.get(k))} (study: {_fmt(stored.get(k))})" for k in changed
+        )
+        raise UserError(
+            f"study {study.study_name!r} was run with other fixed options: {shown}; its trials would mix with "
+            "these: start another study with --study NAME, or repeat the study's options"
+        )
 
 
 def _as_spec(param: Param) -> dict[str, Any]:
