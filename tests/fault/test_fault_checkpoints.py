@@ -3,6 +3,7 @@ refuses it with one line (exit 2), and nothing in the file is ever executed."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import zipfile
@@ -142,8 +143,12 @@ def damaged(run: Path, folder: Path, kind: str) -> Path:
         torch.save({**ckpt, "model": build_model("lenet5", 1, 8, 10).state_dict()}, path)
     elif kind == "bad-config":
         torch.save({**ckpt, "config": {**ckpt["config"], "lr": "fast"}}, path)
-    elif kind == "flipped-bytes":
-        middle = len(good) // 2
+    elif kind == "flipped-bytes":  # inside the largest entry's data (the weights), not a zip header
+        with zipfile.ZipFile(io.BytesIO(good)) as archive:
+            entry = max(archive.infolist(), key=lambda info: info.compress_size)
+        name_and_extra = int.from_bytes(good[entry.header_offset + 26 : entry.header_offset + 28], "little")
+        name_and_extra += int.from_bytes(good[entry.header_offset + 28 : entry.header_offset + 30], "little")
+        middle = entry.header_offset + 30 + name_and_extra + entry.compress_size // 2 - 32
         path.write_bytes(good[:middle] + bytes(b ^ 0xFF for b in good[middle : middle + 64]) + good[middle + 64 :])
     return path
 
