@@ -127,7 +127,7 @@ def cnnlab_row(folder: Path, key: str, runs: Path, extra: list[str]) -> Row:
     scored = subprocess.run([sys.executable, "-c", EVALUATE, str(run_dir)], capture_output=True, text=True, cwd=root)
     if scored.returncode != 0:
         return Row(label, None, seconds, f"n/a: eval: {last_line(scored)}")
-    return Row(label, json.loads(scored.stdout.splitlines()[-1]), seconds, recipe_note(done.stdout + done.stderr))
+    return Row(label, json.loads(scored.stdout.splitlines()[-1]), seconds, run_note(run_dir))
 
 
 def last_line(done: subprocess.CompletedProcess) -> str:
@@ -135,12 +135,17 @@ def last_line(done: subprocess.CompletedProcess) -> str:
     return lines[-1][:120]
 
 
-def recipe_note(output: str) -> str:
-    """The line in which ``cnnlab train`` names its recipe, if it prints one."""
-    for line in output.splitlines():
-        if "recipe" in line.lower():
-            return line.strip()[:140]
-    return ""
+def run_note(run_dir: Path) -> str:
+    """What the run did, from its config.json: recipe, model, steps done of planned, why it stopped."""
+    stored = json.loads((run_dir / "config.json").read_text())
+    result, config = stored.get("result", {}), stored.get("config", {})
+    recipe = stored.get("recipe", {}).get("name") or config.get("recipe", "")
+    plan = (result.get("plan") or {}).get("steps")
+    steps = f"{result.get('steps', '?')}" + (f" of {plan} planned" if plan else "") + " steps"
+    stop = result.get("stop_reason") or ("early stop" if result.get("stopped_early") else "")
+    return ", ".join(
+        x for x in (f"{recipe} {config.get('model', '')}".strip(), steps, stop and f"stopped: {stop}") if x
+    )
 
 
 def table(folder: Path, rows: list[Row]) -> str:
