@@ -381,9 +381,12 @@ def predict_files(
     with tqdm(total=len(files), unit="img", file=sys.stderr, disable=None if progress else True) as bar:
         for batch in loader:
             good = [image for _, image, _ in batch if image is not None]
-            stacked = torch.stack(good) if good else None
-            answers = iter(predictor.answers(predictor.probabilities(stacked), topk) if good else [])
-            known = iter(predictor.known(stacked) if good else [])
+            answers: Iterator[dict[str, Any]] = iter([])
+            known: Iterator[dict[str, Any]] = iter([])
+            if good:
+                stacked = torch.stack(good)
+                answers = iter(predictor.answers(predictor.probabilities(stacked), topk))
+                known = iter(predictor.known(stacked))
             for i, _, error in batch:
                 if error is None:
                     yield {"image": str(files[i]), **next(answers), **next(known), "error": None}
