@@ -280,30 +280,75 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnlab.inference import predict
+    from cnnlab.inference import csv_header, load, predict_files, warn_stderr, write_predictions
 
     if args.topk < 1:
         raise UserError(f"--topk must be ≥ 1 (got {args.topk})")
-    results = predict(args.run, args.images, topk=args.topk, invert=args.invert, device=args.device, tta=args.tta)
-    if args.json:
-        print(json.dumps(results, indent=2))
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be ≥ 1 (got {args.batch_size})")
+    predictor = load(args.run, args.device, args.tta, args.backend, args.onnx)
+    out, fmt = (args.csv, "csv") if args.csv is not None else (args.jsonl, "jsonl")
+    rows = predict_files(
+        predictor, args.images, args.topk, args.invert, args.batch_size, args.workers,
+        progress=out is not None and not args.quiet, warn=warn_stderr,
+    )  # fmt: skip
+    if out is not None:
+        header = csv_header(predictor.answer_fields(args.topk), args.topk, len(predictor.classes))
+        answered, failed = write_predictions(rows, out, fmt, header)
+        shown = "stdout" if out == "-" else out
+        print(f"{answered} image(s) answered, {failed} failed → {shown}", file=sys.stderr if out == "-" else sys.stdout)
         return 0
-    for r in results:
-        ranked = ", ".join(f"{safe(name)} {100 * p:.1f}%" for name, p in r["topk"])
-        answer = f"{safe(r['label'])} ({100 * r['probability']:.1f}%)"
-        if r.get("unknown"):
-            answer = f"unknown (looks like none of the classes; closest {answer})"
-        print(f"{safe(r['image'])}: {answer}  [{ranked}]")
+    answers, answered = [], 0
+    for r in rows:
+        if r["error"] is not None:
+            continue
+        answered += 1
+        if args.json:
+            answers.append({k: v for k, v in r.items() if k != "error"})
+        else:
+            ranked = ", ".join(f"{safe(name)} {100 * p:.1f}%" for name, p in r["topk"])
+            answer = f"{safe(r['label'])} ({100 * r['probability']:.1f}%)"
+            if r.get("unknown"):
+                answer = f"unknown (looks like none of the classes; closest {answer})"
+            print(f"{safe(r['image'])}: {answer}  [{ranked}]", flush=True)
+    if not answered:
+        raise UserError("no image could be answered (see the warnings above)")
+    if args.json:
+        print(json.dumps(answers, indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cnnlab.export import export
+    from cnnlab.export import export, export_int8
 
-    target = export(args.run, args.format, args.out)
-    print(f"{args.format} model saved to {target}")
+    if args.int8:
+        if args.format != "onnx":
+            raise UserError("--int8 makes an ONNX model: use it with --format onnx")
+        report = export_int8(args.run, args.out, *([] if args.calibration is None else [args.calibration]))
+        for kind in ("fp32", "int8"):
+            r = report[kind]
+            print(f"{kind}: {r['path']}  {r['bytes'] / 1024:,.1f} KiB  validation accuracy "
+                  f"{100 * r['val_accuracy']:.2f}% ({report['val_images']} images)")  # fmt: skip
+        ratio = report["int8"]["bytes"] / report["fp32"]["bytes"]
+        print(f"int8 model saved to {report['int8']['path']} ({ratio:.2f}x the size; calibrated on "
+              f"{report['calibration_images']} validation images)")  # fmt: skip
+    else:
+        if args.calibration is not None:
+            raise UserError("--calibration sets the images an --int8 model is calibrated on: add --int8")
+        target = export(args.run, args.format, args.out)
+        print(f"{args.format} model saved to {target}")
     print("input: float32 [batch, C, H, W] = (pixels / 255 - mean) / std; output: probabilities [batch, classes]")
     return 0
+
+
+def add_backend_flags(p: argparse.ArgumentParser) -> None:
+    """``--backend torch|onnx`` and ``--onnx FILE`` (predict, serve)."""
+    p.add_argument(
+        "--backend", default="torch", choices=("torch", "onnx"),
+        help="torch (default) or onnx: the exported model in onnxruntime (exported to the run's model.onnx on "
+        "first use), the same preprocessing",
+    )  # fmt: skip
+    p.add_argument("--onnx", metavar="FILE", help="--backend onnx: run this exported file instead of model.onnx")
 
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -360,23 +405,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes for image files")
+    p = sub.add_parser(
+        "predict", help="top-k classes for image files and folders (to a CSV or JSON Lines file with --csv/--jsonl)",
+        description="Answer image files and folders (walked recursively in sorted order; hidden files skipped). "
+        "A file that cannot be read gets a warning on stderr and the others are answered; the exit status is 0 "
+        "when at least one image was. --csv/--jsonl stream one row per file (columns image, label, probability, "
+        "class_K and probability_K for the top k, error) into a file written atomically, or - for stdout.",
+    )  # fmt: skip
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size")
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE|FOLDER",
+        help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size, or folders of them",
+    )  # fmt: skip
     p.add_argument("--topk", type=int, default=3, help="how many classes to list per image (default 3)")
     p.add_argument(
         "--invert", action="store_true",
         help="force inverting the image's grey levels (normally the background is detected)",
     )  # fmt: skip
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where to run the model (default cpu)")
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    add_backend_flags(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    out.add_argument("--csv", metavar="FILE", help="write one CSV row per file to FILE (- for stdout)")
+    out.add_argument("--jsonl", metavar="FILE", help="write one JSON object per line and file to FILE (- for stdout)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="processes decoding images (default: up to 4, none for one batch)",
+    )  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bar with --csv/--jsonl")
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write the model as ONNX or TorchScript, with its preprocessing")
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx (onnxruntime) or torchscript")
-    p.add_argument("--out", metavar="FILE", help="output file (default: model.onnx / model.torchscript.pt in the run)")
+    p.add_argument(
+        "--out", metavar="FILE",
+        help="output file (default: model.onnx / model.torchscript.pt / model.int8.onnx beside the checkpoint)",
+    )  # fmt: skip
+    p.add_argument(
+        "--int8", action="store_true",
+        help="also write an int8 ONNX model (onnxruntime static QDQ quantization; prints both files' sizes and "
+        "validation accuracies)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration", type=int, default=None, metavar="N",
+        help="--int8: validation images that calibrate the activation ranges (default 256)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     for module in FEATURE_MODULES:

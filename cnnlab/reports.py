@@ -14,10 +14,11 @@ import torch
 
 from cnnlab.data import Data, TensorSplit, default_split, load_data
 from cnnlab.data.registry import is_file_dataset
+from cnnlab.data.splits import FileSplit
 from cnnlab.engine import eval_batches, make_loss
 from cnnlab.engine import evaluate as evaluate_batches
 from cnnlab.errors import UserError
-from cnnlab.inference import Predictor, load
+from cnnlab.inference import Predictor, load, read_images, warn_stderr
 from cnnlab.losses import probabilities
 from cnnlab.models import build_model
 from cnnlab.runs import file_name_part
@@ -107,11 +108,22 @@ def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: 
     if not own_files:
         return data
     files = data.splits[split]
-    images = torch.stack([predictor.read(path) for path in files.paths])
+    assert isinstance(files, FileSplit)  # memory_budget=0: the split lists its files
+    images, kept = read_images(predictor, list(files.paths), warn=warn_stderr)  # a bad file: a warning, skipped
     return dataclasses.replace(
         data, in_channels=predictor.in_channels, image_size=predictor.image_size,
-        splits={split: TensorSplit(images, files.labels)},
+        splits={split: TensorSplit(images, files.labels[kept])},
     )  # fmt: skip
+
+
+def split_images(predictor: Predictor, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's own ``split`` as the model takes it: (uint8 images [N, C, H, W], labels [N])."""
+    cfg = predictor.config
+    part = _eval_data(predictor, cfg.dataset, cfg.data_dir, split).splits[split]
+    if isinstance(part, TensorSplit):
+        return part.images, part.labels
+    images, kept = read_images(predictor, list(part.paths), warn=warn_stderr)
+    return images, part.labels[kept]
 
 
 def _check_compatible(predictor: Predictor, data: Data) -> None:

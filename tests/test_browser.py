@@ -39,12 +39,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(trained_run: Path) -> Iterator[str]:
-    """``cnnlab serve`` on a free 127.0.0.1 port; always stopped afterwards."""
+@contextmanager
+def serving(run: Path) -> Iterator[str]:
+    """``cnnlab serve RUN`` on a free 127.0.0.1 port; always stopped afterwards."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "cnnlab", "serve", str(trained_run), "--port", str(port)]
+    command = [sys.executable, "-m", "cnnlab", "serve", str(run), "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -69,6 +69,35 @@ def server(trained_run: Path) -> Iterator[str]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture
+def server(trained_run: Path) -> Iterator[str]:
+    with serving(trained_run) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seednet trained for a few steps on a small colour folder: red, green and blue blobs on grey."""
+    import numpy as np
+    from PIL import Image
+
+    import cnnlab
+
+    root = tmp_path_factory.mktemp("colour") / "blobs"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for c, name in enumerate(("red", "green", "blue")):
+            (root / split / name).mkdir(parents=True)
+            for k in range(n):
+                pixels = rng.integers(90, 140, size=(40, 40, 3)).astype(np.uint8)
+                y, x = rng.integers(4, 20, size=2)
+                pixels[y : y + 16, x : x + 16, c] = 250
+                Image.fromarray(pixels).save(root / split / name / f"{k}.png")
+    out = root.parent / "run"
+    cnnlab.train(dataset=f"folder:{root}", epochs=2, batch_size=8, out=str(out), progress=False)
+    return out
 
 
 def drag(page, points: list[tuple[float, float]]) -> None:
@@ -112,6 +141,11 @@ def test_draw_a_stroke_and_see_the_prediction(server: str, tmp_path: Path, digit
         page.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/api/predict") else None)
         page.goto(server)
         page.wait_for_selector("body[data-ready='true']")
+        assert page.title() == "cnnlab — draw a digit · mnist5k"  # a grey digit model: the canvas first
+        assert page.locator("#pad").is_visible() and not page.locator("#drop").is_visible()
+        examples = page.locator("#examples .example")
+        labels = [examples.nth(i).get_attribute("data-label") for i in range(examples.count())]
+        assert labels == [*"0123456789", "0", "1"]  # a validation digit of each class in turn, 12 in all
         assert page.locator("#bars .bar").count() == 10
         # before anything is drawn: no broken-image icon, the footer describes this model's preprocessing
         assert page.locator("#input-image").evaluate("img => getComputedStyle(img).visibility") == "hidden"
@@ -248,4 +282,68 @@ def test_a_photo_is_shown_as_unknown(server: str, trained_run: Path, tmp_path: P
         page.wait_for_selector("#result[data-unknown='false']")
         assert page.text_content("#label") == digit_png[1] and page.text_content("#verdict") == ""
         assert not page.locator("#verdict").is_visible()
+
+
+def predict_file(run: Path, path: Path) -> dict:
+    """What ``cnnlab predict RUN FILE --json`` answers."""
+    from conftest import run_cli
+
+    result = run_cli("predict", str(run), str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+DROP = """([b64, name]) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type: "image/png" }));
+    document.getElementById("drop").dispatchEvent(
+        new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}"""
+
+
+@pytest.mark.slow
+@needs_path(CHROMIUM, "Debian's Chromium: apt-get install -y chromium")
+@needs_module("playwright", "pip install playwright")
+def test_a_colour_model_takes_a_dropped_file_and_a_clicked_example(colour_run: Path, tmp_path: Path):
+    import base64
+
+    from PIL import Image
+
+    photo = tmp_path / "blue-thing.png"
+    pixels = Image.new("RGB", (64, 48), (120, 120, 120))
+    pixels.paste((20, 40, 250), (10, 10, 40, 36))
+    pixels.save(photo)
+    with serving(colour_run) as url, browser_page() as (page, errors):
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']")
+        assert page.title() == "cnnlab — what is in this image? · blobs"  # the model's data, not "draw a digit"
+        assert page.text_content("#source-title") == "Your image"
+        assert page.locator("#drop").is_visible() and not page.locator("#pad").is_visible()
+        assert page.locator("#webcam").is_visible()
+        assert page.locator("#bars .bar").count() == 3
+
+        with page.expect_response("**/api/predict"):
+            page.evaluate(DROP, [base64.b64encode(photo.read_bytes()).decode(), photo.name])
+        page.wait_for_selector("#result[data-state='done']")
+        expected = predict_file(colour_run, photo)
+        assert page.text_content("#label") == expected["label"]
+        assert page.text_content("#confidence") == f"{100 * expected['probability']:.1f}%"
+        assert page.locator("#picture").evaluate("img => img.complete && img.naturalWidth") == 64
+        assert page.locator("#input-image").evaluate("img => img.complete && img.naturalWidth") == 32
+
+        examples = page.locator("#examples .example")
+        assert examples.count() == 12  # the 3 classes' 4 validation images each, in turn
+        assert [examples.nth(i).get_attribute("data-label") for i in range(3)] == ["blue", "green", "red"]
+        src = examples.nth(1).locator("img").get_attribute("src")
+        with page.expect_response("**/api/predict"):
+            examples.nth(1).click()
+        page.wait_for_selector("#result[data-state='done']")
+        clicked = tmp_path / "example.png"
+        clicked.write_bytes(base64.b64decode(src.partition(",")[2]))
+        expected = predict_file(colour_run, clicked)
+        assert page.text_content("#label") == expected["label"]
+        assert page.text_content("#confidence") == f"{100 * expected['probability']:.1f}%"
+        assert page.locator("#picture").get_attribute("src") == src
+        page.screenshot(path=str(tmp_path / "colour.png"), full_page=True)
         assert errors == []

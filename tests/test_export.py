@@ -135,3 +135,56 @@ def test_export_refuses_bad_requests_with_user_errors(checkpoint: Path, tmp_path
         export(checkpoint, "onnx", tmp_path)
     assert cli_main(["export", str(tmp_path / "nothing"), "--format", "onnx"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+INT8_SCRIPT = """
+import json, sys
+sys.modules["cnnlab"] = None  # any import of cnnlab now fails: the file must run on onnxruntime alone
+import numpy as np
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+meta = json.loads(session.get_modelmeta().custom_metadata_map["cnnlab"])
+x = np.load(sys.argv[2])
+(probs,) = session.run(["probabilities"], {"input": x})
+print(json.dumps({"quantization": meta["quantization"], "classes": meta["classes"], "probs": probs.tolist()}))
+"""
+
+
+def test_int8_export_is_smaller_keeps_metadata_and_runs_without_cnnlab(
+    checkpoint: Path, reference, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    import subprocess
+    import sys
+
+    out = tmp_path / "small" / "digits.int8.onnx"
+    assert (
+        cli_main(["export", str(checkpoint), "--format", "onnx", "--int8", "--calibration", "32", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    fp32 = checkpoint.parent / "model.onnx"
+    assert out.is_file() and fp32.is_file()
+    assert out.stat().st_size <= 0.6 * fp32.stat().st_size
+    assert f"{out.stat().st_size / 1024:,.1f} KiB" in printed and "validation accuracy" in printed
+    x, expected = reference
+    np.save(tmp_path / "x.npy", x)
+    # a plain interpreter (-I: no PYTHONPATH, no current folder) in which cnnlab cannot be imported
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", INT8_SCRIPT, str(out), str(tmp_path / "x.npy")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["classes"] == [str(i) for i in range(10)] and "calibrated on 32" in answer["quantization"]
+    probs = np.array(answer["probs"])
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert (probs.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.9  # int8 mostly agrees with float
+
+
+def test_int8_needs_onnx_and_calibration_needs_int8(checkpoint: Path, capsys: pytest.CaptureFixture):
+    assert cli_main(["export", str(checkpoint), "--format", "torchscript", "--int8"]) == 2
+    assert "--format onnx" in capsys.readouterr().err
+    assert cli_main(["export", str(checkpoint), "--format", "onnx", "--calibration", "8"]) == 2
+    assert "add --int8" in capsys.readouterr().err
+    assert cli_main(["export", str(checkpoint), "--format", "onnx", "--int8", "--calibration", "0"]) == 2
+    assert "--calibration must be" in capsys.readouterr().err

@@ -60,7 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT", help="a run directory (its best.pt) or a checkpoint file")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size")
+    p.add_argument(
+        "images", nargs="*", metavar="IMAGE|FOLDER",
+        help="PNG, JPEG, GIF, BMP, WebP or TIFF files of any size, or folders of them (a file that cannot be read "
+        "is skipped with a warning)",
+    )  # fmt: skip
     p.add_argument(
         "--method", default=None, metavar="METHOD",
         help=f"one of {', '.join(METHODS)} (default: {DEFAULT_METHOD}; see --sanity for how far to trust it)",
@@ -130,8 +134,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not args.images:
         raise UserError("no images given: cnnlab explain RUN IMAGE... (or --sanity to check the methods)")
     from cnnlab.explain.attribution import explain
+    from cnnlab.inference import warn_stderr
 
-    results = explain(args.run, args.images, args.method, args.target, args.out, args.invert, args.device)
+    results = explain(
+        args.run, args.images, args.method, args.target, args.out, args.invert, args.device, warn=warn_stderr
+    )
     if args.json:
         print(json.dumps(results))
         return 0

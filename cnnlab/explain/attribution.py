@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,8 @@ from torch import nn
 
 from cnnlab.errors import UserError
 from cnnlab.explain import DEFAULT_METHOD, METHODS
-from cnnlab.inference import Predictor, load
+from cnnlab.inference import Predictor, image_files, load, read_images
 from cnnlab.models import ClassScores, TorchvisionNet
-from cnnlab.preprocess import require_content
 
 IG_STEPS = 32
 CHUNK = 64  # images attributed at once (bounds the memory of integrated gradients and occlusion)
@@ -219,15 +219,18 @@ def explain(
     out: str | Path | None = None,
     invert: bool = False,
     device: str = "cpu",
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """For each image file: the prediction, and the attribution map of ``target`` (default: the predicted
+    """For each image file (a folder: every image in it, see :func:`cnnlab.inference.image_files`): the
+    prediction, and the attribution map of ``target`` (default: the predicted
     class) by ``method`` (default :data:`~cnnlab.explain.DEFAULT_METHOD`), saved as a PNG (input, map,
     overlay) in ``out`` (default ``explain/`` beside the checkpoint).
 
     Each result: ``image``, ``label``, ``probability``, ``method``, ``target`` (a class name),
     ``attribution`` (rows of columns at the input resolution; positive = evidence for the target) and
     ``png``. The images go through the model's own preprocessing, as with :func:`cnnlab.predict`. Nothing
-    is written unless every image is readable and the method and target exist."""
+    is written unless the method and target exist and every image is readable; with ``warn``, a file that
+    cannot be used is skipped instead and ``warn`` called with why."""
     from cnnlab import plots
 
     method = check_method(method)
@@ -238,7 +241,9 @@ def explain(
     predictor = load(path, device)
     predictor.preprocessing.check_invert(invert)
     target_index = class_index(target, predictor.classes)
-    batch = torch.stack([require_content(predictor.read(p, invert), str(p)) for p in images])
+    files = image_files(images)
+    batch, kept = read_images(predictor, files, invert, warn)
+    images = [files[i] for i in kept]
     probs = predictor.probabilities(batch)
     predicted = probs.argmax(dim=1)
     targets = predicted if target_index is None else torch.full_like(predicted, target_index)

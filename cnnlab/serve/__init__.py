@@ -1,4 +1,4 @@
-"""``cnnlab serve``: a draw-a-digit web page and a JSON prediction API for a trained run.
+"""``cnnlab serve``: a web page (draw a digit, or give an image) and a JSON prediction API for a trained run.
 
 The app lives in :mod:`cnnlab.serve.app` (FastAPI), the model side in :mod:`cnnlab.serve.service`;
 images become model input through the run's own preprocessing (:mod:`cnnlab.preprocess`), as with
@@ -18,6 +18,7 @@ import ipaddress
 import os
 import socket
 
+from cnnlab.cli import add_backend_flags
 from cnnlab.errors import UserError
 
 TOKEN_ENV = "CNNLAB_TOKEN"
@@ -26,7 +27,7 @@ LIMIT_CONCURRENCY = 32  # open connections at most; more get 503
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("serve", help="a web page to draw digits on, and a JSON prediction API")
+    p = subparsers.add_parser("serve", help="a web page for the model (draw, upload, webcam) and a JSON prediction API")
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
@@ -57,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also serve the API's docs at /api/docs and /openapi.json (not with --token: the docs page loads "
         "its script from a CDN)",
     )  # fmt: skip
+    add_backend_flags(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -74,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(
             args.run, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
             max_concurrent=args.max_concurrent, allowed_hosts=LOOPBACK_HOSTS if loopback else None,
-            token=args.token or None, api_docs=args.api_docs,
+            token=args.token or None, api_docs=args.api_docs, backend=args.backend, onnx=args.onnx,
         )  # fmt: skip
         if not loopback and not args.token:
             print(

@@ -1,7 +1,7 @@
 """The web app: one page to draw on and a small JSON API, over a :class:`ModelService`.
 
 Routes: ``GET /`` (the page), ``GET /static/*``, ``GET /favicon.ico``, ``GET /healthz``,
-``GET /api/model``, ``POST /api/predict``, ``POST /api/explain`` (and ``/api/docs``, ``/openapi.json`` only
+``GET /api/model``, ``GET /api/examples`` (validation images to click), ``POST /api/predict``, ``POST /api/explain`` (and ``/api/docs``, ``/openapi.json`` only
 when asked for). An image reaches ``/api/predict`` and ``/api/explain`` as a multipart form field ``file``,
 as JSON ``{"image": "<base64 PNG, data: URL prefix allowed>"}`` or as the raw bytes of the body;
 ``/api/explain`` also takes ``method`` (``?method=``, a JSON key or a form field; default: ``cnnlab
@@ -164,18 +164,21 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     token: str | None = None,
     api_docs: bool = False,
+    backend: str = "torch",
+    onnx: str | Path | None = None,
 ) -> FastAPI:
     """The FastAPI app serving the model in ``run_or_checkpoint`` (loaded once, here).
 
     ``allowed_hosts``: the only ``Host`` headers answered (None: any); ``token``: required as a bearer
     token by ``/api/*``; ``api_docs``: serve ``/api/docs`` and ``/openapi.json`` (refused with a token: the
-    docs page loads its script from a CDN, on the origin where the page keeps the token)."""
+    docs page loads its script from a CDN, on the origin where the page keeps the token); ``backend``, ``onnx``:
+    what computes the probabilities (see :func:`cnnlab.inference.load`)."""
     if api_docs and token is not None:
         raise UserError(
             "--api-docs cannot be used with --token (or CNNLAB_TOKEN): the docs page loads its script from a CDN "
             "on the origin where the page keeps the token; read the docs from a server without a token"
         )
-    service = ModelService(run_or_checkpoint, max_pixels=max_pixels)
+    service = ModelService(run_or_checkpoint, max_pixels=max_pixels, backend=backend, onnx=onnx)
     app = FastAPI(
         title="cnnlab",
         docs_url="/api/docs" if api_docs else None,
@@ -205,6 +208,10 @@ def create_app(
     @app.get("/api/model", dependencies=[authorised])
     def model() -> dict[str, Any]:
         return service.info()
+
+    @app.get("/api/examples", dependencies=[authorised])
+    async def examples() -> list[dict[str, str]]:
+        return await to_thread.run_sync(service.examples, limiter=limiter)
 
     @app.post("/api/predict", dependencies=[authorised])
     async def predict(request: Request) -> JSONResponse:

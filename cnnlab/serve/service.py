@@ -27,6 +27,7 @@ from cnnlab.models import layer_names
 from cnnlab.preprocess import require_content
 
 MAX_CHANNELS = 32  # feature maps shown per layer
+EXAMPLES = 12  # validation images on the page's strip
 MAX_PIXELS = 4096 * 4096  # pixels decoded per upload (a JPEG larger is decoded at 1/2, 1/4 or 1/8 scale to fit)
 
 
@@ -88,12 +89,16 @@ def feature_map_pngs(maps: list[tuple[str, torch.Tensor]], max_channels: int = M
 class ModelService:
     """A loaded run, ready to answer the page: one model, its classes and how to feed it."""
 
-    def __init__(self, run_or_checkpoint: str | Path, max_pixels: int = MAX_PIXELS):
-        self.predictor: Predictor = load(run_or_checkpoint)
+    def __init__(
+        self, run_or_checkpoint: str | Path, max_pixels: int = MAX_PIXELS, backend: str = "torch",
+        onnx: str | Path | None = None,
+    ):  # fmt: skip
+        self.predictor: Predictor = load(run_or_checkpoint, backend=backend, onnx=onnx)
         self.max_pixels = max_pixels
         self.dark_background = self.predictor.mean[0] < 0.5  # MNIST-like: light ink on dark
         self.run_config = _read_run_config(self.predictor.path.parent)
         self._attributing = threading.Lock()
+        self._examples: list[dict[str, str]] | None = None
 
     def info(self) -> dict[str, Any]:
         """Architecture, dataset, classes, normalisation and the run's recorded accuracy."""
@@ -121,7 +126,27 @@ class ModelService:
             "unknown_rule": p.rule is not None,  # answers carry "unknown" when the input looks like no class
             "unknown_message": "that doesn't look like any "
             + ("digit" if p.preprocessing.recipe == "digit" else "of the classes"),
+            "backend": p.backend,
         }
+
+    def examples(self, n: int = EXAMPLES) -> list[dict[str, str]]:
+        """Up to ``n`` images of the run's validation split as the model takes them, the classes in turn:
+        ``[{"label": true class, "image": base64 PNG}, ...]``; none when that data is not on this machine."""
+        if self._examples is None:
+            from cnnlab.reports import split_images
+
+            try:
+                images, labels = split_images(self.predictor, "val")
+            except (UserError, OSError):
+                images, labels = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+            by_class = [torch.nonzero(labels == c).flatten().tolist() for c in range(len(self.predictor.classes))]
+            order: list[int] = []  # the first of each class, then the second of each, ...
+            for rank in range(max(map(len, by_class), default=0)):
+                order += [c[rank] for c in by_class if rank < len(c)]
+            self._examples = [
+                {"label": self.predictor.classes[int(labels[i])], "image": image_base64(images[i])} for i in order[:n]
+            ]
+        return self._examples
 
     def prepare(self, data: bytes) -> torch.Tensor:
         """Image bytes → uint8 [C, H, W] as the model sees it (the Predictor's preprocessing, as ``predict``);

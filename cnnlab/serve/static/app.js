@@ -1,5 +1,7 @@
-// The draw-a-digit page: a canvas with undo, an upload, and the model's answer from /api/predict
-// (or, with "show why" ticked, from /api/explain, whose attribution overlay lies on the input image).
+// The model's page. Grey models: a canvas to draw on, with undo. Colour models: an image goes in first
+// (upload, drag-and-drop, paste, a webcam snapshot). Both: an upload, a strip of validation examples to
+// click, and the model's answer from /api/predict (or, with "show why" ticked, from /api/explain, whose
+// attribution overlay lies on the input image).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -14,6 +16,7 @@ let background = null; // an uploaded image, drawn under the strokes
 let requestId = 0;
 let lastRequest = null; // the options of the last image sent, asked again when "show why" changes
 let inputCaption = "input";
+let colour = false; // a colour model: the image panel instead of the canvas
 const explainToggle = document.getElementById("explain-toggle");
 const explainMethod = document.getElementById("explain-method");
 
@@ -110,14 +113,116 @@ document.getElementById("predict").addEventListener("click", predictDrawing);
 
 document.getElementById("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
-  if (!file) return;
+  if (file) giveFile(file);
+  event.target.value = ""; // the same file chosen again is a new choice
+});
+
+// An image file from the upload, a drop, a paste or the webcam: shown, and sent as it is.
+function giveFile(file) {
+  if (!file.type.startsWith("image/")) {
+    say(`error: ${file.name || "that"} is not an image`);
+    return;
+  }
+  showSource(URL.createObjectURL(file));
+  const form = new FormData();
+  form.append("file", file, file.name || "image.png");
+  ask({ method: "POST", body: form });
+}
+
+// What was sent, on the first panel: the picture (colour models) or the canvas's background (grey).
+function showSource(url) {
+  if (colour) {
+    document.getElementById("picture").src = url;
+    return;
+  }
   const image = new Image();
   image.onload = () => { background = image; strokes = []; redraw(); };
-  image.src = URL.createObjectURL(file);
-  const form = new FormData();
-  form.append("file", file);
-  ask({ method: "POST", body: form });
+  image.src = url;
+}
+
+// ---- drop, paste, webcam -----------------------------------------------------------------------
+
+const source = document.getElementById("source");
+source.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  document.getElementById("drop").classList.add("over");
 });
+source.addEventListener("dragleave", () => document.getElementById("drop").classList.remove("over"));
+source.addEventListener("drop", (event) => {
+  event.preventDefault();
+  document.getElementById("drop").classList.remove("over");
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (file) giveFile(file);
+});
+
+document.addEventListener("paste", (event) => {
+  const item = [...(event.clipboardData ? event.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
+  if (!item) return;
+  event.preventDefault();
+  giveFile(item.getAsFile());
+});
+
+const camera = document.getElementById("camera");
+document.getElementById("webcam").addEventListener("click", async () => {
+  if (camera.srcObject) { stopCamera(); return; }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    say("error: this browser gives no camera here (open the page as http://localhost or over https)");
+    return;
+  }
+  try {
+    camera.srcObject = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (error) {
+    say(`error: no camera (${error.message})`);
+    return;
+  }
+  camera.hidden = false;
+  document.getElementById("picture").removeAttribute("src");
+  document.getElementById("snap").hidden = false;
+  document.getElementById("webcam").textContent = "Stop the webcam";
+});
+
+document.getElementById("snap").addEventListener("click", () => {
+  const still = document.createElement("canvas");
+  still.width = camera.videoWidth;
+  still.height = camera.videoHeight;
+  still.getContext("2d").drawImage(camera, 0, 0);
+  stopCamera();
+  still.toBlob((blob) => giveFile(new File([blob], "webcam.png", { type: "image/png" })), "image/png");
+});
+
+function stopCamera() {
+  for (const track of camera.srcObject ? camera.srcObject.getTracks() : []) track.stop();
+  camera.srcObject = null;
+  camera.hidden = true;
+  document.getElementById("snap").hidden = true;
+  document.getElementById("webcam").textContent = "Webcam";
+}
+
+// ---- validation examples -----------------------------------------------------------------------
+
+async function loadExamples() {
+  const response = await api("/api/examples");
+  if (!response.ok) return;
+  const examples = await response.json();
+  const strip = document.getElementById("examples");
+  for (const example of examples) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "example";
+    button.dataset.label = example.label;
+    button.title = `a validation image of ${example.label}`;
+    const img = document.createElement("img");
+    img.alt = button.title;
+    img.src = `data:image/png;base64,${example.image}`;
+    button.appendChild(img);
+    button.addEventListener("click", () => {
+      showSource(img.src);
+      ask({ method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image: img.src }) });
+    });
+    strip.appendChild(button);
+  }
+  document.getElementById("examples-block").hidden = examples.length === 0;
+}
 
 // ---- asking the model ------------------------------------------------------------------------
 
@@ -260,6 +365,8 @@ async function start() {
   if (!response.ok) throw new Error(response.status === 401 ? "open the page as /#token=YOUR_TOKEN" : info.detail);
   classes = info.classes;
   unknownMessage = info.unknown_message || unknownMessage;
+  colour = info.input_shape[0] === 3;
+  setUpFirstPanel(info);
   buildBars();
   const accuracy = info.best_val_acc == null ? "" : ` · validation accuracy ${percent(info.best_val_acc)}`;
   const [c, h, w] = info.input_shape;
@@ -273,7 +380,33 @@ async function start() {
   }
   document.body.dataset.explain = explainToggle.checked ? "on" : "off";
   document.getElementById("preprocessing-note").textContent = info.preprocessing_summary;
+  await loadExamples().catch(() => {});
   document.body.dataset.ready = "true";
+}
+
+// The page follows the model's data: its title names them; grey models get the canvas, colour models
+// the image panel first.
+function setUpFirstPanel(info) {
+  const data = dataName(info.dataset);
+  const digits = info.classes.length === 10 && info.classes.every((name, i) => name === String(i));
+  let title;
+  if (!colour && digits) title = `draw a digit · ${data}`;
+  else if (!colour) title = `draw or give an image · ${data}`;
+  else title = `what is in this image? · ${data}`;
+  document.title = `cnnlab — ${title}`;
+  document.querySelector("header h1").textContent = `cnnlab — ${title}`;
+  document.getElementById("source-title").textContent = colour ? "Your image" : "Draw";
+  document.getElementById("draw-area").hidden = colour;
+  document.getElementById("photo-area").hidden = !colour;
+  document.body.dataset.colour = colour ? "true" : "false";
+}
+
+// folder:/data/pets → pets; csv:/data/list.csv → list; mnist5k → mnist5k
+function dataName(dataset) {
+  const [kind, ...rest] = dataset.split(":");
+  if (!rest.length || !["folder", "csv"].includes(kind)) return dataset;
+  const parts = rest.join(":").split("/").filter(Boolean);
+  return (parts.pop() || dataset).replace(/\.csv$/, "");
 }
 
 start().catch((error) => say(`error: cannot load the model (${error.message})`));
