@@ -374,6 +374,7 @@ def predict_files(
         raise UserError(f"topk must be ≥ 1 (got {topk}; --topk on the command line)")
     if batch_size < 1:
         raise UserError(f"batch_size must be ≥ 1 (got {batch_size})")
+    predictor.preprocessing.check_invert(invert)  # a refusal for every file: say it once, before reading any
     files = image_files(paths)
     if not files:
         raise UserError("no images given: pass image files or folders")
@@ -512,6 +513,7 @@ def read_images(
     """Read ``files`` by the model's preprocessing (decoded in parallel, as :func:`predict_files` does):
     (uint8 [N, C, H, W] of the good ones, their indices in ``files``). With ``warn``, a file that cannot be
     used is skipped and ``warn`` called with why (none readable is a UserError); without, it is a UserError."""
+    predictor.preprocessing.check_invert(invert)
     loader = decoding_loader(predictor, files, invert, BATCH_SIZE, workers)
     images, kept = [], []
     for batch in loader:
@@ -529,7 +531,9 @@ def read_images(
 
 
 def warn_stderr(message: str) -> None:
-    """``warning: MESSAGE`` on stderr, above any progress bar."""
+    """``warning: MESSAGE`` on stderr, above any progress bar (file names in it escaped, :func:`cnnlab.text.safe`)."""
     from tqdm import tqdm
 
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+    from cnnlab.text import safe
+
+    tqdm.write(f"warning: {safe(message)}", file=sys.stderr)

@@ -109,7 +109,7 @@ def test_logistic_regression_on_two_classes(tmp_path: Path):
     [
         (dict(lr=0), "--lr must be > 0"),
         (dict(batch_size=0), "--batch-size must be > 0"),
-        (dict(epochs=0), "--epochs must be at least 1"),
+        (dict(epochs=0), "--epochs must be 1 to"),
         (dict(loss="logistic"), "needs a two-class task"),
         (dict(loss="hinge"), "unknown loss"),
         (dict(optimizer="lbfgs"), "unknown optimizer"),

@@ -145,8 +145,15 @@ def test_class_and_file_names_reach_the_terminal_escaped(hostile_checkpoint: Pat
     broken = tmp_path / "broken\x1b[2J\n.png"
     broken.write_bytes(b"not an image")
     assert main(["predict", str(hostile_checkpoint), str(broken)]) == 2
-    err = capsys.readouterr().err
-    assert "\x1b" not in err and err.count("\n") == 1
+    err = capsys.readouterr().err  # the file's warning, then the one-line verdict: no forged line between
+    lines = err.splitlines()
+    assert (
+        "\x1b" not in err
+        and len(lines) == 2
+        and lines[0].startswith("warning: ")
+        and "broken\\x1b[2J\\x0a.png" in lines[0]
+    )
+    assert lines[1].startswith("error: ")
 
 
 def test_skipped_file_names_in_a_dataset_warning_are_escaped(tmp_path: Path, capsys):
