@@ -105,3 +105,16 @@ def test_tta_averages_over_flips_only_for_models_trained_with_them(tmp_path, mni
     assert torch.allclose(averaged, by_hand, atol=1e-6) and not torch.allclose(averaged, plain.probabilities(images))
     with pytest.raises(UserError, match="--tta.*not trained with left-right flips"):
         cnnlab.load(tmp_path / "plain.pt", tta=True)
+    # serve --tta answers a file as predict --tta does
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from cnnlab.serve.app import create_app
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(images[0].permute(1, 2, 0).numpy()).save(photo)
+    expected = cnnlab.predict(tmp_path / "flipped.pt", [photo], topk=4, tta=True)[0]
+    with TestClient(create_app(tmp_path / "flipped.pt", tta=True)) as client:
+        answer = client.post("/api/predict", files={"file": ("photo.png", photo.read_bytes(), "image/png")}).json()
+    assert answer["label"] == expected["label"]
+    assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-6)

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import socket
 
-from cnnlab.cli import add_backend_flags
+from cnnlab.cli import TTA_HELP, add_backend_flags
 from cnnlab.errors import UserError
 
 TOKEN_ENV = "CNNLAB_TOKEN"
@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "its script from a CDN)",
     )  # fmt: skip
     add_backend_flags(p)
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(func=cmd_serve)
 
 
@@ -76,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(
             args.run, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
             max_concurrent=args.max_concurrent, allowed_hosts=LOOPBACK_HOSTS if loopback else None,
-            token=args.token or None, api_docs=args.api_docs, backend=args.backend, onnx=args.onnx,
+            token=args.token or None, api_docs=args.api_docs, backend=args.backend, onnx=args.onnx, tta=args.tta,
         )  # fmt: skip
         if not loopback and not args.token:
             print(

@@ -166,19 +166,21 @@ def create_app(
     api_docs: bool = False,
     backend: str = "torch",
     onnx: str | Path | None = None,
+    tta: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving the model in ``run_or_checkpoint`` (loaded once, here).
 
     ``allowed_hosts``: the only ``Host`` headers answered (None: any); ``token``: required as a bearer
     token by ``/api/*``; ``api_docs``: serve ``/api/docs`` and ``/openapi.json`` (refused with a token: the
     docs page loads its script from a CDN, on the origin where the page keeps the token); ``backend``, ``onnx``:
-    what computes the probabilities (see :func:`cnnlab.inference.load`)."""
+    what computes the probabilities, ``tta``: average each answer with the mirror image's (see
+    :func:`cnnlab.inference.load`)."""
     if api_docs and token is not None:
         raise UserError(
             "--api-docs cannot be used with --token (or CNNLAB_TOKEN): the docs page loads its script from a CDN "
             "on the origin where the page keeps the token; read the docs from a server without a token"
         )
-    service = ModelService(run_or_checkpoint, max_pixels=max_pixels, backend=backend, onnx=onnx)
+    service = ModelService(run_or_checkpoint, max_pixels=max_pixels, backend=backend, onnx=onnx, tta=tta)
     app = FastAPI(
         title="cnnlab",
         docs_url="/api/docs" if api_docs else None,

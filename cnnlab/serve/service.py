@@ -91,9 +91,9 @@ class ModelService:
 
     def __init__(
         self, run_or_checkpoint: str | Path, max_pixels: int = MAX_PIXELS, backend: str = "torch",
-        onnx: str | Path | None = None,
+        onnx: str | Path | None = None, tta: bool = False,
     ):  # fmt: skip
-        self.predictor: Predictor = load(run_or_checkpoint, backend=backend, onnx=onnx)
+        self.predictor: Predictor = load(run_or_checkpoint, backend=backend, onnx=onnx, tta=tta)
         self.max_pixels = max_pixels
         self.dark_background = self.predictor.mean[0] < 0.5  # MNIST-like: light ink on dark
         self.run_config = _read_run_config(self.predictor.path.parent)
