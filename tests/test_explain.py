@@ -164,7 +164,7 @@ def test_randomisation_measure_tells_identical_maps_from_unrelated_ones():
     other = torch.rand(20, 28, 28, generator=torch.Generator().manual_seed(2))
     rho, constant = randomisation(maps, other)
     assert abs(rho) < 0.05 and constant == 0
-    assert randomisation(maps, torch.zeros_like(maps)) == (1.0, 20)  # constant maps: no ranking, a failure (ρ = 1)
+    assert randomisation(maps, torch.zeros_like(maps)) == (1.0, 20)  # constant maps: no ranking, each a failure
 
 
 def test_localisation_is_one_at_chance_and_the_inverse_ink_share_at_best(digits):
