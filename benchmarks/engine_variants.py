@@ -21,10 +21,10 @@ import time
 import torch
 
 from cnnlab import engine
+from cnnlab.assembly import model_for, seed_everything
 from cnnlab.bench import synthetic_data
 from cnnlab.config import TrainConfig
 from cnnlab.data import TensorSplit
-from cnnlab.training import model_for, seed_everything
 
 WARMUP = 40
 

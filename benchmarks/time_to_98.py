@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
+from cnnlab.assembly import model_for, seed_everything
 from cnnlab.config import TrainConfig, validate
 from cnnlab.data import load_data, make_batches
 from cnnlab.engine import evaluate, fit, make_loss
 from cnnlab.models import count_parameters
 from cnnlab.recipes import FAST as FAST_RECIPE
-from cnnlab.training import model_for, seed_everything
 
 TARGET = 0.98
 

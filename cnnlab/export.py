@@ -17,80 +17,20 @@ output and metadata (plus ``quantization``) and runs in any onnxruntime session.
 
 from __future__ import annotations
 
-import copy
-import io
-import json
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from cnnlab.atomic import write_atomic
 from cnnlab.errors import UserError
-from cnnlab.inference import OnnxModel, Predictor, load
+from cnnlab.export_format import attach_metadata, write_export
+from cnnlab.inference import OnnxModel, load
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-EXPORT_FORMAT = "cnnlab-export-1"
-OPSET = 17
 CALIBRATION_IMAGES = 256  # validation images that calibrate an int8 model's activation ranges
-
-
-class WithProbabilities(nn.Module):
-    """A cnnlab model followed by what :func:`cnnlab.losses.probabilities` does to its outputs."""
-
-    def __init__(self, model: nn.Module, single_logit: bool = False, temperature: float = 1.0):
-        super().__init__()
-        self.model = model
-        self.single_logit = single_logit
-        self.temperature = temperature  # calibration (cnnlab.trust): softmax(z / T)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x) / self.temperature
-        if self.single_logit:  # logistic regression: one logit → [1 − σ(z), σ(z)]
-            p1 = torch.sigmoid(out)
-            return torch.cat([1 - p1, p1], dim=1)
-        return torch.softmax(out, dim=1)
-
-
-def metadata(predictor: Predictor) -> dict[str, Any]:
-    """Everything needed to feed the exported model and read its answer."""
-    c, s = predictor.in_channels, predictor.image_size
-    image = predictor.preprocessing.describe()
-    return {
-        "format": EXPORT_FORMAT,
-        "model": predictor.config.model,
-        "dataset": predictor.config.dataset,
-        "classes": predictor.classes,
-        "input": {"name": "input", "shape": ["batch", c, s, s], "dtype": "float32"},
-        "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)], "dtype": "float32"},
-        "mean": list(predictor.mean),
-        "std": list(predictor.std),
-        "image": image,
-        "preprocessing": f"image file → pixels uint8 [batch, C, H, W] ({image['recipe']}: {image['steps']}); "
-        "x = (pixels / 255 - mean) / std per channel",
-        "temperature": predictor.temperature,  # already applied inside the exported model
-        "unknown_rule": unknown_rule_note(predictor),
-    }
-
-
-def unknown_rule_note(predictor: Predictor) -> dict[str, Any]:
-    """What the export says about the "none of these" rule: another runtime cannot apply it from the
-    exported file, which outputs only the probabilities (the rule also needs the penultimate features
-    and the training features it compares them with)."""
-    if predictor.rule is None:
-        return {"available": False, "reason": "this run has no unknown rule (trained before cnnlab had one)"}
-    return {
-        "available": False,
-        "scorer": "knn+mahalanobis+msp",
-        "threshold": predictor.rule.threshold,
-        "keep": predictor.rule.keep,
-        "reason": "the rule needs the penultimate features and the run's stored training features, which the "
-        "exported model does not output: use cnnlab predict or cnnlab serve with the run directory to get "
-        "known_score and unknown",
-    }
 
 
 def export(path: str | Path, format: str, out: str | Path | None = None) -> Path:
@@ -114,64 +54,6 @@ def _target(out: str | Path | None, default: Path) -> Path:
     except OSError as exc:
         raise UserError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
     return target
-
-
-def write_export(predictor: Predictor, format: str, target: Path) -> None:
-    """Write ``predictor``'s model as ``format`` to ``target``, atomically (the model itself is not changed)."""
-    single_logit = predictor.config.loss == "logistic"
-    net = WithProbabilities(copy.deepcopy(predictor.model), single_logit, predictor.temperature).float().cpu().eval()
-    example = torch.zeros(2, predictor.in_channels, predictor.image_size, predictor.image_size)
-    meta = metadata(predictor)
-    try:
-        if format == "onnx":
-            write_atomic(target, onnx_bytes(net, example, meta))
-        else:
-            _export_torchscript(net, example, meta, target)
-    except OSError as exc:
-        raise UserError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
-
-
-def onnx_bytes(net: nn.Module, example: torch.Tensor, meta: dict[str, Any]) -> bytes:
-    """TorchScript-based ONNX exporter (no extra dependency), batch dimension dynamic, metadata attached."""
-    import onnx
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter: the dynamo one needs onnxscript
-        torch.onnx.export(
-            net, (example,), buffer, dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=["probabilities"],
-            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
-        )  # fmt: skip
-    proto = onnx.load_from_string(buffer.getvalue())
-    attach_metadata(proto, meta)
-    return proto.SerializeToString()
-
-
-def attach_metadata(proto: Any, meta: dict[str, Any]) -> None:
-    """Set cnnlab's metadata on an ONNX ModelProto (replacing any there) and check the model."""
-    import onnx
-
-    del proto.metadata_props[:]
-    props = {
-        "cnnlab": json.dumps(meta),
-        "classes": json.dumps(meta["classes"]),
-        "mean": json.dumps(meta["mean"]),
-        "std": json.dumps(meta["std"]),
-        "input_shape": json.dumps(meta["input"]["shape"]),
-    }
-    onnx.helper.set_model_props(proto, props)
-    proto.doc_string = meta["preprocessing"]
-    onnx.checker.check_model(proto)
-
-
-def _export_torchscript(net: nn.Module, example: torch.Tensor, meta: dict[str, Any], target: Path) -> None:
-    """``torch.jit.script`` (shape-independent, so any batch size works), metadata as ``cnnlab.json``.
-    torch 2.14 marks torch.jit deprecated but it still works and is what C++/libtorch loads."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.script(net)
-        write_atomic(target, lambda f: torch.jit.save(scripted, f, _extra_files={"cnnlab.json": json.dumps(meta)}))
 
 
 # ---- int8 --------------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ class OnnxModel:
                 return model
             except UserError:
                 pass  # another model's or unreadable: export it again
-        from cnnlab.export import write_export
+        from cnnlab.export_format import write_export
 
         write_export(predictor, "onnx", target)
         return cls(target)

@@ -85,11 +85,11 @@ def test_a_batch_is_augmented_the_same_when_an_epoch_is_resumed_in_the_middle(ph
 def test_tta_averages_over_flips_only_for_models_trained_with_them(tmp_path, mnist5k):
     """--tta: p = ½ (p(x) + p(mirror x)) for a model whose training flipped images; refused otherwise."""
     import cnnlab
+    from cnnlab.assembly import checkpoint_header
     from cnnlab.checkpoint import save_atomic
     from cnnlab.config import TrainConfig
     from cnnlab.errors import UserError
     from cnnlab.models import build_model
-    from cnnlab.training import checkpoint_header
 
     torch.manual_seed(0)
     model = build_model("fastnet", 3, 16, 4).eval()

@@ -14,6 +14,7 @@ import torch
 from conftest import run_cli
 
 import cnnlab
+from cnnlab.assembly import checkpoint_header
 from cnnlab.checkpoint import save_atomic
 from cnnlab.cli import main as cli_main
 from cnnlab.config import TrainConfig
@@ -21,7 +22,6 @@ from cnnlab.data import Data, normalize
 from cnnlab.errors import UserError
 from cnnlab.export import export
 from cnnlab.models import build_model
-from cnnlab.training import checkpoint_header
 
 
 @pytest.fixture(scope="module")

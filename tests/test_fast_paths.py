@@ -123,9 +123,9 @@ def test_fast_trainer_and_tutorial_loop_reach_the_same_accuracy(mnist5k):
 def test_compiled_trainer_computes_what_the_eager_one_does(mnist5k):
     """``--compile`` (torch.compile, inductor's C++ kernels on the CPU) takes the same 30 steps as
     eager PyTorch from the same weights: the same losses and weights up to float rounding."""
+    from cnnlab.assembly import model_for, seed_everything
     from cnnlab.config import TrainConfig, validate
     from cnnlab.engine import fit
-    from cnnlab.training import model_for, seed_everything
 
     small = Data(
         "mnist5k", mnist5k.classes, 1, 28, mnist5k.mean, mnist5k.std,

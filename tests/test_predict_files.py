@@ -151,12 +151,12 @@ def test_onnx_backend_matches_torch_to_1e5(trained_run: Path, tmp_path: Path, mn
 
 
 def test_onnx_backend_refuses_another_models_file(trained_run: Path, tmp_path: Path):
+    from cnnlab.assembly import checkpoint_header
     from cnnlab.checkpoint import save_atomic
     from cnnlab.config import TrainConfig
     from cnnlab.data import Data
     from cnnlab.export import export
     from cnnlab.models import build_model
-    from cnnlab.training import checkpoint_header
 
     other = tmp_path / "other"
     other.mkdir()

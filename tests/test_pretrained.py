@@ -126,8 +126,8 @@ def test_a_fine_tuned_model_reads_images_as_its_training_did(torch_home: Path, t
     pixels = prep.prepare(wide)
     assert pixels.shape == (3, 32, 32) and int(pixels[0].max()) < 100
 
+    from cnnlab.assembly import training_data
     from cnnlab.data import load_data
-    from cnnlab.training import training_data
 
     loaded = training_data(predictor.config, ("test",))
     files = load_data(f"folder:{data}", splits=("test",), image_size=32, memory_budget=0, resize=37).splits["test"]

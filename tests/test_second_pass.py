@@ -123,7 +123,7 @@ def test_the_layout_summary_counts_the_test_split_and_a_stray_folder_is_named(sp
 
 def test_export_metadata_names_the_filter_and_following_it_gives_the_same_pixels(tmp_path: Path):
     from cnnlab.config import TrainConfig
-    from cnnlab.export import metadata
+    from cnnlab.export_format import metadata
     from cnnlab.inference import Predictor
     from cnnlab.models import build_model
 

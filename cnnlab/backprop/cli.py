@@ -25,7 +25,7 @@ TRAIN_OPTIONS = ("epochs", "lr", "momentum", "batch_size", "seed", "loss", "clas
 
 def register(subparsers: Any) -> None:
     """Add the ``backprop`` command (with ``check`` and ``train``) to the main parser."""
-    from cnnlab.cli import add_option_flags  # train's defaults and help text come from cnnlab.config.TrainConfig
+    from cnnlab.flags import add_option_flags  # train's defaults and help text come from cnnlab.config.TrainConfig
 
     p = subparsers.add_parser(
         "backprop",
@@ -159,10 +159,10 @@ def _save_run(run_dir: Any, net: Any, cfg: Any, history: list[dict[str, Any]]) -
     import numpy as np
 
     from cnnlab import plots
+    from cnnlab.assembly import checkpoint_header, model_for
     from cnnlab.backprop.convert import to_torch
     from cnnlab.checkpoint import save_atomic
     from cnnlab.data import load_data
-    from cnnlab.training import checkpoint_header, model_for
 
     np.savez(run_dir / "weights.npz", **dict(net.named_params()))
     data = load_data(cfg.dataset, cfg.data_dir, splits=(), classes=cfg.classes or None)  # classes, size, mean, std

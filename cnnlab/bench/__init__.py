@@ -21,7 +21,7 @@ BENCH_OPTIONS = (
 
 def register(subparsers: Any) -> None:
     """Add ``cnnlab bench`` to the CLI."""
-    from cnnlab.cli import add_option_flags
+    from cnnlab.flags import add_option_flags
 
     p = subparsers.add_parser(
         "bench",

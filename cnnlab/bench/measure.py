@@ -124,8 +124,8 @@ def _measure(
     cfg: TrainConfig, data: Data, target: torch.device, matmul_size: int
 ) -> tuple[dict[str, Any], dict[str, SideResult]]:
     """The yardsticks, then both loops from the same initial weights; the report of :func:`bench`."""
+    from cnnlab.assembly import model_for, seed_everything
     from cnnlab.data.loaders import num_batches
-    from cnnlab.training import model_for, seed_everything
 
     seed_everything(cfg.seed)
     initial = model_for(cfg, data)
@@ -222,7 +222,7 @@ def _fast_config(cfg: TrainConfig) -> TrainConfig:
 
 def _fast_recipe(cfg: TrainConfig, data: Data, target: torch.device) -> tuple[SideResult, nn.Module]:
     """``--recipe fast`` trained on ``data`` by cnnlab's trainer: its numbers and its model."""
-    from cnnlab.training import model_for, seed_everything
+    from cnnlab.assembly import model_for, seed_everything
 
     fast = _fast_config(cfg)
     seed_everything(fast.seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.folder import SPLIT_NAMES, Found, check_same_classes, sort_classes
+from cnnlab.data.files import SPLIT_NAMES, Found, check_same_classes, sort_classes
 from cnnlab.data.images import IMAGE_SUFFIXES
 from cnnlab.data.splits import FileSplit
 from cnnlab.errors import UserError

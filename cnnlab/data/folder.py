@@ -25,7 +25,7 @@ import hashlib
 import os
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,30 +33,24 @@ import torch
 from torch.utils.data import Dataset
 
 from cnnlab.data.cache import cached_tensors
+from cnnlab.data.files import (
+    CSV_PREFIX,
+    DEFAULT_VAL_FRACTION,
+    FOLDER_PREFIX,
+    SPLIT_NAMES,
+    Found,
+    check_same_classes,
+    sort_classes,
+)  # fmt: skip
 from cnnlab.data.images import IMAGE_SUFFIXES, READER_VERSION, image_mode, read_image
-from cnnlab.data.registry import CSV_PREFIX, DEFAULT_VAL_FRACTION, FOLDER_PREFIX
 from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit, stratified_split
 from cnnlab.errors import UserError
 from cnnlab.text import safe
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 DEFAULT_MEMORY_FRACTION = 0.25  # of the memory available when no budget is given
 STATS_SAMPLE = 512  # training images the mean and std are measured on
 PARALLEL_FROM = 1000  # fewer files are decoded in this process (starting workers costs more)
-
-
-@dataclass
-class Found:
-    """What a scan found, before any image is decoded.
-
-    ``groups`` holds ``train`` (in the flat layouts also the images val is held out of), and ``val``
-    and ``test`` where the layout names them; ``not_images`` the files of each group skipped by name."""
-
-    classes: list[str]
-    groups: dict[str, FileSplit]
-    not_images: dict[str, list[Path]] = field(default_factory=dict)
-    ignored: list[Path] = field(default_factory=list)  # folders beside train/ val/ test/, which are not read
 
 
 @dataclass
@@ -140,14 +134,6 @@ def dataset_path(name: str) -> Path:
 def is_hidden(name: str) -> bool:
     """Hidden files and folders (``.DS_Store``, ``._x.png``, ``.ipynb_checkpoints/``) are never data."""
     return name.startswith(".")
-
-
-def sort_classes(names: set[str] | list[str]) -> list[str]:
-    """Class names in label order: by number when every name is an integer, else alphabetically."""
-    names = set(names)
-    if names and all(n.isdigit() for n in names):
-        return sorted(names, key=lambda n: (int(n), n))
-    return sorted(names)
 
 
 def scan_folder(root: Path) -> Found:
@@ -267,17 +253,6 @@ def _file_kind(path: Path) -> str:
     if stat.S_ISREG(mode):
         return "file"
     return "folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
-
-
-def check_same_classes(name: str, split: str, train_classes: list[str], classes: list[str]) -> None:
-    """Refuse a val or test split whose classes are not exactly training's."""
-    missing = sorted(set(train_classes) - set(classes))
-    extra = sorted(set(classes) - set(train_classes))
-    if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"extra {', '.join(extra)}"] if extra else []
-        )
-        raise UserError(f"{name}: the {split} split's classes differ from training's ({'; '.join(parts)})")
 
 
 def guess_channels(paths: list[Path], sample: int = 32) -> int:

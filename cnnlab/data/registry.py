@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data.files import CSV_PREFIX, DEFAULT_VAL_FRACTION, FOLDER_PREFIX
 from cnnlab.data.splits import Data, Split
 from cnnlab.errors import UserError
 
@@ -93,10 +94,6 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     ]
 }  # fmt: skip
-
-FOLDER_PREFIX = "folder:"
-CSV_PREFIX = "csv:"
-DEFAULT_VAL_FRACTION = 0.2  # of each class held out for val when a folder: or csv: dataset has no val split
 
 
 def dataset_names() -> list[str]:

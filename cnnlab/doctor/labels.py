@@ -21,8 +21,8 @@ def out_of_fold_probabilities(pool: Pool, cfg: TrainConfig, folds: int, progress
 
     from sklearn.model_selection import StratifiedKFold
 
+    from cnnlab.assembly import model_for, seed_everything
     from cnnlab.engine import eval_batches, evaluate, fit, make_loss
-    from cnnlab.training import model_for, seed_everything
 
     labels = pool.labels
     smallest = int(torch.bincount(labels, minlength=len(pool.data.classes)).min())

@@ -18,8 +18,8 @@ import ipaddress
 import os
 import socket
 
-from cnnlab.cli import TTA_HELP, add_backend_flags
 from cnnlab.errors import UserError
+from cnnlab.flags import TTA_HELP, add_backend_flags
 
 TOKEN_ENV = "CNNLAB_TOKEN"
 TIMEOUT_KEEP_ALIVE = 5  # seconds an idle connection stays open

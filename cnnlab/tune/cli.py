@@ -16,13 +16,13 @@ from cnnlab.tune.sweep import DEFAULT_OUT, DEFAULT_STUDY
 
 def register(subparsers: Any) -> None:
     """Add ``lr-find``, ``sweep`` and ``runs`` to the ``cnnlab`` command."""
-    from cnnlab.cli import _add_train_arguments
+    from cnnlab.flags import add_train_arguments
 
     # "resolve": these commands' own --out replaces the train flag --out (a run directory)
     p = subparsers.add_parser(
         "lr-find", conflict_handler="resolve", help="learning-rate range test: loss against a growing rate, suggestions"
     )
-    _add_train_arguments(p)
+    add_train_arguments(p)
     p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
     p.add_argument("--steps", type=int, default=100, help="at most this many batches (default 100)")
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sweep", conflict_handler="resolve", help="hyperparameter search on Optuna (TPE, median pruning), or --show"
     )
-    _add_train_arguments(p)
+    add_train_arguments(p)
     p.add_argument("--trials", type=int, default=None, metavar="N", help="run N more trials of the study")
     p.add_argument("--study", default=DEFAULT_STUDY, metavar="NAME", help=f"study name (default {DEFAULT_STUDY})")
     p.add_argument(
@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 
 def train_config(args: argparse.Namespace, command: str) -> Any:
     """The :class:`~cnnlab.config.TrainConfig` the train flags describe, as ``cnnlab train`` builds it."""
-    from cnnlab.cli import config_options
+    from cnnlab.flags import config_options
     from cnnlab.recipes import resolve
 
     if args.resume:

@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.assembly import model_for, training_data
 from cnnlab.checkpoint import rng_state, set_rng_state
 from cnnlab.config import MAX_FACTOR, TrainConfig, validate
 from cnnlab.data import make_batches
 from cnnlab.engine import balancing, make_loss, make_optimizer
 from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
-from cnnlab.training import model_for, training_data
 
 SMOOTHING = 0.98  # β of the moving average
 EXPLODE_FACTOR = 4.0  # stop once the smoothed loss exceeds this many times its minimum
