@@ -18,7 +18,7 @@ Two folders, each laid out ``train/<class>/``, ``val/<class>/``, ``test/<class>/
 Both are unbalanced (the largest class about 6 times the smallest) and deterministic for a given ``--seed``.
 Nothing is installed for you: a missing package is named with the command that installs it.
 
-    python benchmarks/photo_folders.py                       # both, to /work/data/photos/<name>/
+    python benchmarks/photo_folders.py                       # both, to data/photos/<name>/
     python benchmarks/photo_folders.py --out DIR --only crops
     python benchmarks/photo_folders.py --fixture tests/fixtures/photos   # the small slice the tests use
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-DEFAULT_OUT = Path("/work/data/photos")
+DEFAULT_OUT = Path("data/photos")
 NOTO_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 SPLITS = ("train", "val", "test")

@@ -1,8 +1,8 @@
 """Your own photos: cnnlab's recipes against a pixel random forest, on real colour image folders.
 
-    python benchmarks/photo_folders.py          # once: makes /work/data/photos/emoji and .../crops
-    python benchmarks/photos.py                 # every folder under /work/data/photos, every row
-    python benchmarks/photos.py --folders /work/data/photos/crops --rows forest,photos
+    python benchmarks/photo_folders.py          # once: makes data/photos/emoji and .../crops
+    python benchmarks/photos.py                 # every folder under data/photos, every row
+    python benchmarks/photos.py --folders data/photos/crops --rows forest,photos
     python benchmarks/photos.py --quick         # the same rows, a few steps each: checks that the script runs
 
 For each folder (``train/ val/ test/``) it prints one markdown table, every row measured in this run,
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_ROOT = Path("/work/data/photos")
+DEFAULT_ROOT = Path("data/photos")
 DEFAULT_RUNS = Path("runs/bench-photos")
 PIXEL_SIDE = 16
 TREES = 500

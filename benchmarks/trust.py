@@ -186,8 +186,8 @@ def unknown_part(work: Path, test_dir: Path, reuse: bool = False) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("all", "unknown", "doctor"), default="all")
-    parser.add_argument("--mnist-test", default=os.environ.get("CNNLAB_MNIST_TEST", "/work/shared/data/mnist-test"),
-                        help="folder of the official MNIST t10k IDX files (env CNNLAB_MNIST_TEST)")  # fmt: skip
+    parser.add_argument("--mnist-test", default=os.environ.get("CNNLAB_MNIST_TEST", "data/MNIST/raw"),
+                        help="folder of the official MNIST t10k IDX files (env CNNLAB_MNIST_TEST; default data/MNIST/raw, where --dataset mnist downloads them)")  # fmt: skip
     parser.add_argument("--work", help="folder for the runs (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="use the runs already in --work instead of training")
     parser.add_argument("--folds", type=int, default=5, help="doctor: K of the K-fold training")
