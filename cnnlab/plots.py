@@ -212,7 +212,7 @@ def architecture_stages(model: nn.Sequential, in_shape: tuple[int, int, int]) ->
     return stages
 
 
-def plot_architecture(model: nn.Sequential, in_shape: tuple[int, int, int], path: str | Path, title: str = "") -> Path:
+def plot_architecture(model: nn.Module, in_shape: tuple[int, int, int], path: str | Path, title: str = "") -> Path:
     """The classic CNN diagram: stacks of feature maps left to right, labelled with their shapes."""
     stages = architecture_stages(model, in_shape)
     fig, ax = plt.subplots(figsize=(max(8, 1.9 * len(stages)), 3.6))

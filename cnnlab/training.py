@@ -121,9 +121,9 @@ def train(
         return _finish_run(run_dir, state, model, data, cfg)
     except KeyboardInterrupt:
         runs.set_status(run_dir, "interrupted")
-        exc = Interrupted("stopped after training, before the final pictures; the checkpoints are complete")
-        exc.run_dir = run_dir
-        raise exc from None
+        stopped = Interrupted("stopped after training, before the final pictures; the checkpoints are complete")
+        stopped.run_dir = run_dir
+        raise stopped from None
 
 
 def _options(
