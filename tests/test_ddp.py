@@ -30,6 +30,7 @@ from cnnlab.errors import UserError
 from cnnlab.runs import read_metrics
 
 TOLERANCE = 1e-5
+RESUMED_TOLERANCE = 5e-4  # after a resume in one process (see the test)
 
 
 def torchrun(*args: str, cwd: Path, rendezvous: tuple[str, ...] = ("--standalone",)) -> subprocess.CompletedProcess:
@@ -43,11 +44,11 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
 
-def assert_same_weights(a: Path, b: Path) -> None:
+def assert_same_weights(a: Path, b: Path, tolerance: float = TOLERANCE) -> None:
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], rtol=0, atol=TOLERANCE), (key, (wa[key] - wb[key]).abs().max())
+        assert torch.allclose(wa[key], wb[key], rtol=0, atol=tolerance), (key, (wa[key] - wb[key]).abs().max())
 
 
 def free_port() -> int:
@@ -90,7 +91,7 @@ def test_two_processes_follow_one_process_with_the_global_batch(ddp_run, referen
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["status"], config["world_size"], config["config"]["batch_size"]) == ("finished", 2, 32)
     assert {"best.pt", "curves.png", "confusion.png", "metrics.csv"} <= {p.name for p in run_dir.iterdir()}
-    assert result.stdout.count("epoch 1/2") == 1 and result.stdout.count("run saved to") == 1  # rank 0 only
+    assert result.stdout.count("train loss") == 1 and result.stdout.count("run saved to") == 1  # rank 0 only
 
 
 @pytest.mark.slow
@@ -101,7 +102,12 @@ def test_a_ddp_checkpoint_resumes_and_evaluates_in_one_process(ddp_run, referenc
     resumed = cnnlab.train(resume=str(run_dir), max_steps=40, progress=False)  # 1 process keeps the global batch 64
     assert json.loads((run_dir / "config.json").read_text())["config"]["batch_size"] == 64
     assert resumed.history[-1]["steps"] == 40
-    assert_same_weights(run_dir / "last.pt", reference / "r40" / "last.pt")
+    # Two processes' float sums round differently from one's (about 1e-6 after 20 steps); 20 more steps on this
+    # CPU grow that to about 1e-4, still far below the 20 steps' own change, which a wrong batch or lr would show
+    moved = max(float((weights(reference / "r40" / "last.pt")[k] - weights(reference / "r20" / "last.pt")[k]).abs().max())
+                for k in weights(run_dir / "last.pt"))  # fmt: skip
+    assert moved > 10 * RESUMED_TOLERANCE
+    assert_same_weights(run_dir / "last.pt", reference / "r40" / "last.pt", RESUMED_TOLERANCE)
     numbers = cnnlab.evaluate(run_dir, split="val")
     assert numbers["n"] == 1000 and numbers["accuracy"] > 0.5
 

@@ -69,7 +69,8 @@ def test_csv_rows_match_per_file_predict(trained_run: Path, folder: Path, tmp_pa
     assert captured.err.count("warning: ") == 1 and "broken.png" in captured.err
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == [
-        "image", "label", "probability", "class_1", "probability_1", "class_2", "probability_2", "error"
+        "image", "label", "probability", "class_1", "probability_1", "class_2", "probability_2",
+        "known_score", "unknown", "error"
     ]  # fmt: skip
     assert [r["image"] for r in rows] == [str(p) for p in image_files([folder])]
     bad, good = rows[0], rows[1:]
@@ -80,6 +81,8 @@ def test_csv_rows_match_per_file_predict(trained_run: Path, folder: Path, tmp_pa
         assert float(row["probability"]) == pytest.approx(expected["probability"], abs=1e-6)
         assert row["class_2"] == expected["topk"][1][0]
         assert float(row["probability_2"]) == pytest.approx(expected["topk"][1][1], abs=1e-6)
+        assert float(row["known_score"]) == pytest.approx(expected["known_score"], abs=1e-5)
+        assert row["unknown"] == str(expected["unknown"])
     assert "9 image(s) answered, 1 failed" in captured.out
 
 

@@ -11,6 +11,7 @@ from conftest import run_cli
 
 import cnnlab
 from cnnlab.cli import main
+from cnnlab.config import MAX_EPOCHS
 
 BAD_TRAIN_FLAGS = [
     (["--lr", "0"], "--lr must be > 0"),
@@ -111,7 +112,7 @@ def test_bad_values_in_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.slow
 def test_huge_but_valid_numbers_are_fine(tmp_path: Path):
     result = cnnlab.train(
-        dataset="digits", epochs=10**12, max_steps=2, batch_size=10**9, checkpoint_every=10**12,
+        dataset="digits", epochs=MAX_EPOCHS, max_steps=2, batch_size=10**9, checkpoint_every=10**12,
         seed=2**32 - 1, out=str(tmp_path / "run"), progress=False,
     )  # fmt: skip
     assert result.history[-1]["steps"] == 2
