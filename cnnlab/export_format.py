@@ -125,7 +125,7 @@ def attach_metadata(proto: Any, meta: dict[str, Any]) -> None:
         "input_shape": json.dumps(meta["input"]["shape"]),
     }
     onnx.helper.set_model_props(proto, props)
-    proto.doc_string = meta["preprocessing"]
+    proto.doc_string = "cnnlab model: how to feed it is in the metadata_props key cnnlab"  # not repeated here
     onnx.checker.check_model(proto)
 
 
