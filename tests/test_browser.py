@@ -125,6 +125,9 @@ def browser_page() -> Iterator[tuple[Any, list[str]]]:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            # a first answer loads the model's helpers (Captum for the overlay) in the server: on a busy
+            # 2-core machine that can take longer than Playwright's 30 s default; this waits, it times nothing
+            page.set_default_timeout(120_000)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             yield page, errors
