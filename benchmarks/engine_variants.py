@@ -22,7 +22,7 @@ import torch
 
 from cnnlab import engine
 from cnnlab.assembly import model_for, seed_everything
-from cnnlab.bench import synthetic_data
+from cnnlab.bench.data import synthetic_data
 from cnnlab.config import TrainConfig
 from cnnlab.data import TensorSplit
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 import cnnlab
 from cnnlab import distributed
 from cnnlab.checkpoint import load_checkpoint
-from cnnlab.cli import main, without_nproc
+from cnnlab.cli import main
+from cnnlab.commands import without_nproc
 from cnnlab.data.loaders import Batches
 from cnnlab.engine import World
 from cnnlab.errors import UserError

@@ -73,7 +73,7 @@ def save_digit(path: Path, pixels: torch.Tensor, dark_on_light: bool = True) -> 
 
 def test_registering_the_commands_loads_neither_torch_nor_captum():
     code = (
-        "import argparse, sys; from cnnlab.explain import register; register(argparse.ArgumentParser()"
+        "import argparse, sys; from cnnlab.explain.cli import register; register(argparse.ArgumentParser()"
         ".add_subparsers()); loaded = {'torch', 'captum'} & set(sys.modules); assert not loaded, loaded"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

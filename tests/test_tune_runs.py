@@ -15,19 +15,12 @@ from cnnlab import runs
 from cnnlab.errors import UserError
 from cnnlab.tune.compare import list_runs
 
-# The tune commands, registered even before cnnlab.cli.FEATURE_MODULES lists cnnlab.tune.cli.
-_LAUNCH = (
-    "import sys, cnnlab.cli as c\n"
-    "if 'cnnlab.tune.cli' not in c.FEATURE_MODULES: c.FEATURE_MODULES = (*c.FEATURE_MODULES, 'cnnlab.tune.cli')\n"
-    "sys.exit(c.main(sys.argv[1:]))\n"
-)
-
 
 def tune_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """``cnnlab ARGS`` in a subprocess (``lr-find``, ``sweep`` and ``runs`` included), output captured."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-c", _LAUNCH, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+        [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import ROOT
-from test_tune_runs import _LAUNCH, tune_cli
+from test_tune_runs import tune_cli
 
 from cnnlab import runs
 from cnnlab.config import TrainConfig
@@ -38,7 +38,7 @@ high = 0.9
 def sweep_process(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH, "sweep", *args], cwd=cwd, env=env, text=True,
+        [sys.executable, "-m", "cnnlab", "sweep", *args], cwd=cwd, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 

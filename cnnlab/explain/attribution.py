@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.explain import DEFAULT_METHOD, METHODS
+from cnnlab.explain.methods import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, image_files, load, read_images
 from cnnlab.models import ClassScores, TorchvisionNet
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.explain import METHODS
 from cnnlab.explain.attribution import attribute_images, check_method
+from cnnlab.explain.methods import METHODS
 from cnnlab.inference import Predictor, load
 
 RHO_MAX = 0.5  # randomisation: the paper's passing methods are far below 0.5
@@ -250,7 +250,7 @@ def _verdict(passed: bool | None, count: int | None, repeats: int) -> str:
 def format_sanity(rows: list[dict[str, Any]], default: str | None = None) -> str:
     """The checks as a text table, which method passes both by the widest margin, and how the default
     ``default`` (:data:`~cnnlab.explain.DEFAULT_METHOD` unless given) fares; said plainly when none passes."""
-    from cnnlab.explain import DEFAULT_METHOD
+    from cnnlab.explain.methods import DEFAULT_METHOD
 
     if not rows:
         return "no methods"

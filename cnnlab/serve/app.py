@@ -115,7 +115,7 @@ async def explain_method(request: Request, body: bytes) -> str | None:
     """The ``method`` of an ``/api/explain`` request: the query parameter ``?method=``, else the JSON key
     or multipart form field ``method``; None (the default method) when there is none. One that is not
     a known method is a 400."""
-    from cnnlab.explain import METHODS
+    from cnnlab.explain.methods import METHODS
 
     method: Any = request.query_params.get("method")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -21,7 +21,7 @@ import torch
 
 from cnnlab.data.images import TooLarge
 from cnnlab.errors import UserError
-from cnnlab.explain import DEFAULT_METHOD, METHODS
+from cnnlab.explain.methods import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, load
 from cnnlab.models import layer_names
 from cnnlab.preprocess import require_content
