@@ -4,6 +4,7 @@
     python benchmarks/photos.py                 # every folder under data/photos, every row
     python benchmarks/photos.py --folders data/photos/crops --rows forest,photos
     python benchmarks/photos.py --quick         # the same rows, a few steps each: checks that the script runs
+    python benchmarks/photos.py --page docs/benchmarks/photos.md   # also write the tables into that page
 
 For each folder (``train/ val/ test/``) it prints one markdown table, every row measured in this run,
 each scored on the ``test/`` split:
@@ -22,7 +23,8 @@ each scored on the ``test/`` split:
 Each ``cnnlab train`` runs as its own process under ``nice -n 5``, with the cnnlab this script imports
 (its wall time includes start-up and decoding); another process then scores its ``best.pt`` with
 ``cnnlab.evaluate(run, split="test")``. A row the cnnlab in use cannot run (an unknown flag) prints
-``n/a`` with the error.
+``n/a`` with the error. With ``--page``, the tables and a line saying when and where they were measured
+replace the ``photos-tables`` section of that page (see ``benchmarks/pages.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pages import machine_line, write_section
 
 DEFAULT_ROOT = Path("data/photos")
 DEFAULT_RUNS = Path("runs/bench-photos")
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"where the runs go (default {DEFAULT_RUNS})")
     parser.add_argument("--quick", action="store_true", help=f"50 trees and {' '.join(QUICK_FLAGS)} per run")
+    parser.add_argument("--page", type=Path, help="also write the tables into this page's photos-tables section")
     args = parser.parse_args(argv)
     keys = args.rows.split(",")
     if unknown := [k for k in keys if k not in ROWS]:
@@ -195,8 +199,29 @@ def main(argv: list[str] | None = None) -> None:
     if not folders:
         parser.error(f"no folders under {DEFAULT_ROOT}; make them: python benchmarks/photo_folders.py")
     report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    tables = [table(folder, benchmark(folder, keys, args.runs, args.quick, report)) for folder in folders]
-    print("\n\n".join(tables))
+    results = {folder: benchmark(folder, keys, args.runs, args.quick, report) for folder in folders}
+    print("\n\n".join(table(folder, rows) for folder, rows in results.items()))
+    if args.page:
+        write_section(args.page, PAGE_SECTION, page_text(results, args.quick))
+        report(f"wrote the tables into {args.page}")
+
+
+PAGE_SECTION = "photos-tables"
+
+
+def page_text(results: dict[Path, list[Row]], quick: bool) -> str:
+    """The page section: the tables, the default recipe against the forest, when and where (and the command)."""
+    command = "python benchmarks/photos.py" + (" --quick" if quick else "")
+    parts = [table(folder, rows) for folder, rows in results.items()]
+    margins = []
+    for folder, rows in results.items():
+        by_label = {row.label: row.accuracy for row in rows}
+        forest, default = by_label.get(ROWS["forest"][0]), by_label.get(ROWS["photos"][0])
+        if forest is not None and default is not None:
+            margins.append(f"{100 * (default - forest):+.1f} points on {folder.name}")
+    if margins:
+        parts.append("`cnnlab train` with no flag against the pixel random forest: " + ", ".join(margins) + ".")
+    return "\n\n".join([*parts, f"`{command}`, every row in one run. {machine_line()}"])
 
 
 if __name__ == "__main__":

@@ -85,3 +85,63 @@ def test_the_site_builds_strict(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "options" / "index.html").is_file()
     assert (tmp_path / "site" / "notebooks" / "01_cnn_mnist" / "index.html").is_file()
+
+
+# ---- benchmark pages written by their scripts ---------------------------------------------------------
+
+BENCHMARKS = ROOT / "benchmarks"
+WRITTEN_SECTIONS = {  # page -> (section, the script that writes it)
+    "docs/benchmarks/speed.md": ("bench-report", "speed.py"),
+    "docs/benchmarks/photos.md": ("photos-tables", "photos.py"),
+}
+
+
+def benchmark_script(name: str):
+    """A script of benchmarks/ as a module (it imports its neighbours as `python benchmarks/X.py` does)."""
+    import importlib.util
+
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("page", sorted(WRITTEN_SECTIONS))
+def test_each_benchmark_page_has_the_section_its_script_writes(page: str):
+    pages = benchmark_script("pages")
+    section, script = WRITTEN_SECTIONS[page]
+    text = pages.read_section(ROOT / page, section)
+    assert text.strip(), f"{page}: the {section} section is empty"
+    assert f"written by benchmarks/{script}" in (ROOT / page).read_text()
+    assert section == benchmark_script(script.removesuffix(".py")).PAGE_SECTION
+
+
+def test_writing_a_section_replaces_it_and_keeps_the_prose(tmp_path: Path):
+    pages = benchmark_script("pages")
+    page = tmp_path / "speed.md"
+    original = (ROOT / "docs/benchmarks/speed.md").read_text()
+    page.write_text(original)
+    pages.write_section(page, "bench-report", "new report\n")
+    assert pages.read_section(page, "bench-report") == "new report\n"
+    before, _, after = original.partition("<!-- begin bench-report")
+    written = page.read_text()
+    assert written.startswith(before) and written.endswith(after.partition("<!-- end bench-report -->")[2])
+    plain = tmp_path / "plain.md"
+    plain.write_text("# no sections here\n")
+    with pytest.raises(ValueError, match="bench-report"):
+        pages.write_section(plain, "bench-report", "x")
+    assert plain.read_text() == "# no sections here\n"  # a refused write changes nothing
+
+
+def test_the_photos_page_text_has_every_table_and_the_margin_over_the_forest():
+    photos = benchmark_script("photos")
+    rows = [
+        photos.Row(photos.ROWS["forest"][0], 0.700, 9.0),
+        photos.Row(photos.ROWS["photos"][0], 0.851, 82.0, "photos resnet9"),
+    ]
+    text = photos.page_text({Path("data/photos/crops"): rows}, quick=False)
+    assert "**folder:data/photos/crops**" in text and "| 85.1 % | 82 s | photos resnet9 |" in text
+    assert "+15.1 points on crops" in text and "`python benchmarks/photos.py`" in text

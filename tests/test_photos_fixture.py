@@ -25,6 +25,8 @@ def files(split: str, name: str) -> list[Path]:
 
 
 def benchmark_module(name: str):
+    if str(BENCHMARKS) not in sys.path:  # a script imports its neighbours (pages.py) as `python benchmarks/X.py` does
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
