@@ -299,6 +299,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from cnnlab.export import export, export_int8
+    from cnnlab.export_format import TORCHSCRIPT_NOTE
 
     if args.int8:
         if args.format != "onnx":
@@ -316,5 +317,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UserError("--calibration sets the images an --int8 model is calibrated on: add --int8")
         target = export(args.run, args.format, args.out)
         print(f"{args.format} model saved to {target}")
+        if args.format == "torchscript":
+            print(TORCHSCRIPT_NOTE, file=sys.stderr)
     print("input: float32 [batch, C, H, W] = (pixels / 255 - mean) / std; output: probabilities [batch, classes]")
     return 0

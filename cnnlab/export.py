@@ -18,7 +18,6 @@ output and metadata (plus ``quantization``) and runs in any onnxruntime session.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +104,13 @@ def export_int8(
             "validation images (MinMax)"}  # fmt: skip
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
         prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "model.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(fp32.path), str(prepared))  # shapes inferred, graph optimised, as advised
-            quantize_static(
-                str(prepared), str(quantized), _Calibration(x), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv", "Gemm", "MatMul"], per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-            )  # fmt: skip
+        quant_pre_process(str(fp32.path), str(prepared))  # shapes inferred, graph optimised, as advised
+        quantize_static(
+            str(prepared), str(quantized), _Calibration(x), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"], per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )  # fmt: skip
         import onnx
 
         proto = onnx.load(str(quantized))
