@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from test_photos_fixture import benchmark_module
 
 from cnnlab.cli import build_parser
 from cnnlab.config import TrainConfig
@@ -89,38 +90,24 @@ def test_the_site_builds_strict(tmp_path: Path):
 
 # ---- benchmark pages written by their scripts ---------------------------------------------------------
 
-BENCHMARKS = ROOT / "benchmarks"
 WRITTEN_SECTIONS = {  # page -> (section, the script that writes it)
     "docs/benchmarks/speed.md": ("bench-report", "speed.py"),
     "docs/benchmarks/photos.md": ("photos-tables", "photos.py"),
 }
 
 
-def benchmark_script(name: str):
-    """A script of benchmarks/ as a module (it imports its neighbours as `python benchmarks/X.py` does)."""
-    import importlib.util
-
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("page", sorted(WRITTEN_SECTIONS))
 def test_each_benchmark_page_has_the_section_its_script_writes(page: str):
-    pages = benchmark_script("pages")
+    pages = benchmark_module("pages")
     section, script = WRITTEN_SECTIONS[page]
     text = pages.read_section(ROOT / page, section)
     assert text.strip(), f"{page}: the {section} section is empty"
     assert f"written by benchmarks/{script}" in (ROOT / page).read_text()
-    assert section == benchmark_script(script.removesuffix(".py")).PAGE_SECTION
+    assert section == benchmark_module(script.removesuffix(".py")).PAGE_SECTION
 
 
 def test_writing_a_section_replaces_it_and_keeps_the_prose(tmp_path: Path):
-    pages = benchmark_script("pages")
+    pages = benchmark_module("pages")
     page = tmp_path / "speed.md"
     original = (ROOT / "docs/benchmarks/speed.md").read_text()
     page.write_text(original)
@@ -137,7 +124,7 @@ def test_writing_a_section_replaces_it_and_keeps_the_prose(tmp_path: Path):
 
 
 def test_the_photos_page_text_has_every_table_and_the_margin_over_the_forest():
-    photos = benchmark_script("photos")
+    photos = benchmark_module("photos")
     rows = [
         photos.Row(photos.ROWS["forest"][0], 0.700, 9.0),
         photos.Row(photos.ROWS["photos"][0], 0.851, 82.0, "photos resnet9"),
