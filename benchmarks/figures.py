@@ -188,7 +188,7 @@ def preprocessing(run: Path) -> None:
 
     import cnnlab
     from cnnlab.data import load_data
-    from cnnlab.data.images import to_model_input
+    from cnnlab.data.images import fit_image
 
     predictor = cnnlab.load(run)
     val = load_data("mnist5k", splits=("val",)).splits["val"]
@@ -199,7 +199,7 @@ def preprocessing(run: Path) -> None:
 
     prepared = torch.stack([predictor.prepare(page) for page in pages])
     naive = torch.stack(
-        [to_model_input(page, predictor.in_channels, predictor.image_size, invert=True) for page in pages]
+        [fit_image(page, predictor.spec.channels, predictor.spec.size, invert=True) for page in pages]
     )
     print(f"{len(pages)} mnist5k validation digits, model {run}:")
     print(f"  as they are (light on dark, centred):                 {accuracy(val.images):.1f}%")

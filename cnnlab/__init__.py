@@ -1,7 +1,8 @@
 """cnnlab: learn, train and ship convolutional neural networks with PyTorch.
 
 The public API mirrors the ``cnnlab`` command: :func:`train`, :func:`evaluate`, :func:`predict`,
-:func:`load`, :func:`summary` and :func:`hello`. Each name is imported on first use, so that
+:func:`load`, :func:`summary` and :func:`hello`; a model's images are described by :class:`ImageSpec`
+and become its input by :func:`to_model_input`. Each name is imported on first use, so that
 ``import cnnlab`` (and the ``cnnlab`` command's start-up) does not load torch.
 """
 
@@ -19,6 +20,8 @@ _EXPORTS = {
     "load": "cnnlab.inference",
     "predict": "cnnlab.inference",
     "Predictor": "cnnlab.inference",
+    "ImageSpec": "cnnlab.spec",
+    "to_model_input": "cnnlab.spec",
     "evaluate": "cnnlab.reports",
     "summary": "cnnlab.reports",
     "TrainConfig": "cnnlab.config",

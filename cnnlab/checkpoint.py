@@ -36,6 +36,7 @@ import torch
 
 from cnnlab.atomic import write_atomic
 from cnnlab.errors import UserError, WrongFileKind
+from cnnlab.spec import spec_from_checkpoint
 
 FORMAT = "cnnlab-checkpoint-1"
 RESUME_KEYS = ("optimizer", "scheduler", "rng", "epoch", "batch", "step", "config")
@@ -187,6 +188,8 @@ def _check_structure(ckpt: Any, path: Path) -> None:
         raise UserError(f"{path}: damaged checkpoint: 'data' lacks the class names or normalisation")
     if not isinstance(ckpt.get("config"), dict):
         raise UserError(f"{path}: damaged checkpoint: no 'config' entry")
+    if not _spec_ok(ckpt):
+        raise UserError(f"{path}: damaged checkpoint: 'spec' does not describe the images of its model ('arch')")
     if "trust" in ckpt and not _trust_ok(ckpt["trust"]):
         raise UserError(
             f"{path}: damaged checkpoint: 'trust' (temperature and unknown rule) is not as cnnlab writes it"
@@ -210,6 +213,21 @@ def _trust_ok(trust: Any) -> bool:
         and rule["bank"].dim() == 2
         and len(rule["bank"]) >= 1
         and rule["center"].shape == rule["scale"].shape == (3,)
+    )
+
+
+def _spec_ok(ckpt: dict[str, Any]) -> bool:
+    """The image spec (:func:`cnnlab.spec.spec_from_checkpoint`: the ``spec`` entry, or for older checkpoints
+    ``arch`` and ``data``) can be built and agrees with the model's input shape in ``arch``."""
+    try:
+        spec = spec_from_checkpoint(ckpt)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+    arch = ckpt["arch"]
+    return (
+        (spec.channels, spec.size) == (arch["in_channels"], arch["image_size"])
+        and (spec.resize is None or _int_in(spec.resize, 4, 4096))
+        and 1 <= spec.box <= 4096
     )
 
 

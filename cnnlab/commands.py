@@ -186,9 +186,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     print(f"{'name':<16} {'shape':<9} {'classes':>7}  {'offline now':<11}  description")
     for name, info in DATASETS.items():
-        shape = f"{info.in_channels}x{info.image_size}x{info.image_size}"
+        shape = "x".join(map(str, info.spec.shape))
         available = probe_available(name, args.data_dir)
-        print(f"{name:<16} {shape:<9} {len(info.classes):>7}  {available:<11}  {info.description}")
+        print(f"{name:<16} {shape:<9} {info.spec.num_classes:>7}  {available:<11}  {info.description}")
     print(f"{'folder:PATH':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images, one sub-folder per class")
     print(f"{'csv:FILE.csv':<16} {'any':<9} {'any':>7}  {'yes':<11}  your own images listed with their labels")
     return 0
@@ -272,7 +272,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=out is not None and not args.quiet, warn=warn_stderr,
     )  # fmt: skip
     if out is not None:
-        header = csv_header(predictor.answer_fields(args.topk), args.topk, len(predictor.classes))
+        header = csv_header(predictor.answer_fields(args.topk), args.topk, predictor.spec.num_classes)
         answered, failed = write_predictions(rows, out, fmt, header)
         shown = "stdout" if out == "-" else out
         print(f"{answered} image(s) answered, {failed} failed → {shown}", file=sys.stderr if out == "-" else sys.stdout)

@@ -142,7 +142,7 @@ def balancing(
     for each epoch's draw), each None where that balancing is not used."""
     labels = data.splits["train"].labels
     if cfg.balance == "weights":
-        return class_weights(labels, data.num_classes).to(device, dtype), None
+        return class_weights(labels, data.spec.num_classes).to(device, dtype), None
     if cfg.balance == "sampler":
         return None, balanced_sample_weights(labels)
     return None, None
@@ -376,7 +376,7 @@ def fit(
     train_batches = make_batches(
         data.splits["train"], data, cfg.batch_size * world.size, device,  # --batch-size is per process
         dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, sample_weights=sample_weights,
-        flips=flips_allowed(data.name, cfg.augment, cfg.hflip, data.in_channels), **shard,
+        flips=flips_allowed(data.name, cfg.augment, cfg.hflip, data.spec.channels), **shard,
     )  # fmt: skip
     val_batches = eval_batches(data, "val", cfg, model, **shard)
     weights = world.loss_weights(train_batches.n, train_batches.batch_size)

@@ -89,8 +89,8 @@ def export_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from cnnlab.data import normalize
     from cnnlab.reports import split_images
+    from cnnlab.spec import to_model_input
 
     if calibration < 1:
         raise UserError(f"--calibration must be ≥ 1 (got {calibration})")
@@ -99,7 +99,7 @@ def export_int8(
     fp32 = OnnxModel.for_predictor(predictor)
     images, labels = split_images(predictor, "val")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:calibration]
-    x = normalize(images[order], fp32.mean, fp32.std)
+    x = to_model_input(fp32.spec, images[order])
     meta = {**fp32.metadata, "quantization": f"int8 static QDQ (onnxruntime), calibrated on {len(order)} "
             "validation images (MinMax)"}  # fmt: skip
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:

@@ -43,21 +43,14 @@ class WithProbabilities(nn.Module):
 
 
 def metadata(predictor: Predictor) -> dict[str, Any]:
-    """Everything needed to feed the exported model and read its answer."""
-    c, s = predictor.in_channels, predictor.image_size
-    image = predictor.preprocessing.describe()
+    """Everything needed to feed the exported model and read its answer: the model's
+    :meth:`~cnnlab.spec.ImageSpec.describe` (classes, input and output, mean, std, image recipe) and the
+    run's own entries."""
     return {
         "format": EXPORT_FORMAT,
         "model": predictor.config.model,
         "dataset": predictor.config.dataset,
-        "classes": predictor.classes,
-        "input": {"name": "input", "shape": ["batch", c, s, s], "dtype": "float32"},
-        "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)], "dtype": "float32"},
-        "mean": list(predictor.mean),
-        "std": list(predictor.std),
-        "image": image,
-        "preprocessing": f"image file → pixels uint8 [batch, C, H, W] ({image['recipe']}: {image['steps']}); "
-        "x = (pixels / 255 - mean) / std per channel",
+        **predictor.spec.describe(),
         "temperature": predictor.temperature,  # already applied inside the exported model
         "unknown_rule": unknown_rule_note(predictor),
     }
@@ -84,7 +77,7 @@ def write_export(predictor: Predictor, format: str, target: Path) -> None:
     """Write ``predictor``'s model as ``format`` to ``target``, atomically (the model itself is not changed)."""
     single_logit = predictor.config.loss == "logistic"
     net = WithProbabilities(copy.deepcopy(predictor.model), single_logit, predictor.temperature).float().cpu().eval()
-    example = torch.zeros(2, predictor.in_channels, predictor.image_size, predictor.image_size)
+    example = torch.zeros(2, *predictor.spec.shape)
     meta = metadata(predictor)
     try:
         if format == "onnx":

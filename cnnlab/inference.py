@@ -34,7 +34,8 @@ from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
 from cnnlab.losses import probabilities
 from cnnlab.models import build_model
-from cnnlab.preprocess import Preprocessing, for_training_data, require_content
+from cnnlab.preprocess import Preprocessing, require_content
+from cnnlab.spec import ImageSpec, spec_from_checkpoint, spec_from_export, to_model_input
 from cnnlab.trust.rule import UnknownRule
 
 
@@ -69,17 +70,13 @@ BATCH_SIZE = 64  # images per model call when predicting files
 
 @dataclass
 class Predictor:
-    """A trained model with everything needed to feed it: classes, image shape, normalisation."""
+    """A trained model with everything needed to feed it (``spec``: classes, image shape, normalisation and
+    the recipe for new images)."""
 
     model: nn.Module
-    classes: list[str]
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    spec: ImageSpec
     config: TrainConfig
     path: Path
-    resize: int | None = None  # trained on images scaled (shorter side) to this, then centre-cropped
     tta: bool = False  # average each image's probabilities with its mirror image's (FlipAverage)
     temperature: float = 1.0  # calibration: probabilities are softmax(z / T) (1 for runs from before it)
     rule: UnknownRule | None = None  # the "none of these" rule (None for runs from before it)
@@ -101,42 +98,45 @@ class Predictor:
         return next(self.model.parameters()).device
 
     @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
     def preprocessing(self) -> Preprocessing:
-        """How an image becomes this model's input: as training decoded it (resize-and-crop for pretrained
-        weights), MNIST's digit recipe for grey light-on-dark built-in data, else a resize."""
-        return for_training_data(self.in_channels, self.image_size, self.mean, self.config.dataset, self.resize)
+        """How an image becomes this model's input (the spec's recipe): as training decoded it
+        (resize-and-crop for pretrained weights), MNIST's digit recipe for grey light-on-dark built-in data,
+        else a resize."""
+        return self.spec.preprocessing
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [N, C, H, W] → this model's input, on its device in its dtype
+        (:func:`cnnlab.spec.to_model_input`)."""
+        return to_model_input(self.spec, images, self.device, self.dtype)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 images [N, C, H, W] (a tensor or NumPy array) of the model's shape → class probabilities
         [N, classes]."""
-        from cnnlab.data import normalize
-
         images = torch.as_tensor(images)
-        shape = (self.in_channels, self.image_size, self.image_size)
+        shape = self.spec.shape
         if images.dim() != 4 or tuple(images.shape[1:]) != shape:
             raise UserError(f"images must have shape [N, {', '.join(map(str, shape))}] (got {list(images.shape)})")
         if self.runtime is not None:  # the exported model applies the temperature itself
             return self.runtime.probabilities(images)
         self.model.eval()
-        dtype = next(self.model.parameters()).dtype
-        x = normalize(images.to(self.device), self.mean, self.std).to(dtype)
-        return probabilities(self.scorer(x) / self.temperature).float().cpu()
+        return probabilities(self.scorer(self.model_input(images)) / self.temperature).float().cpu()
 
     @torch.no_grad()
     def known(self, images: torch.Tensor | np.ndarray) -> list[dict[str, Any]]:
         """Per image ``{"known_score", "unknown"}`` from the run's rule (:mod:`cnnlab.trust`): the score
         is higher the more the image looks like the training data; ``unknown`` is true below the
         threshold. Both are ``None`` for a run without a rule."""
-        from cnnlab.data import normalize
         from cnnlab.trust.features import logits_and_features
 
         images = torch.as_tensor(images)
         if self.rule is None:
             return [{"known_score": None, "unknown": None} for _ in range(len(images))]
-        dtype = next(self.model.parameters()).dtype
-        x = normalize(images.to(self.device), self.mean, self.std).to(dtype)
-        scores = self.rule.known_score(*logits_and_features(self.model, x))
+        scores = self.rule.known_score(*logits_and_features(self.model, self.model_input(images)))
         return [{"known_score": float(s), "unknown": bool(self.rule.unknown(s))} for s in scores]
 
     def answers(self, probs: torch.Tensor, topk: int = 3) -> list[dict[str, Any]]:
@@ -147,14 +147,14 @@ class Predictor:
         values, index = probs.topk(k, dim=1)
         results = []
         for vs, ixs in zip(values.tolist(), index.tolist()):
-            top = [[self.classes[i], v] for v, i in zip(vs, ixs)]
+            top = [[self.spec.classes[i], v] for v, i in zip(vs, ixs)]
             results.append({"label": top[0][0], "probability": top[0][1], "topk": top})
         return results
 
     def answer_fields(self, topk: int = 3) -> list[str]:
         """The keys of an answer row: :meth:`answers`' and :meth:`known`'s (a CSV header is made from them
         before any image is read)."""
-        n = len(self.classes)
+        n = self.spec.num_classes
         return [*self.answers(torch.full((1, n), 1.0 / n), topk)[0], "known_score", "unknown"]
 
     def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
@@ -191,19 +191,20 @@ def _load_torch(path: str | Path, device: str, tta: bool = False) -> Predictor:
     ckpt_path = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
     try:
-        arch, meta = ckpt["arch"], ckpt["data"]
-        model = build_model(arch["model"], arch["in_channels"], arch["image_size"], arch["num_outputs"])
+        arch, spec = ckpt["arch"], spec_from_checkpoint(ckpt)
+        model = build_model(arch["model"], spec.channels, spec.size, arch["num_outputs"])
         cfg = stored_config(ckpt["config"], ckpt_path)
     except (KeyError, TypeError) as exc:
         raise UserError(f"{ckpt_path}: not a cnnlab checkpoint (missing {exc})") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError:
+        shape = "x".join(map(str, spec.shape))
         raise UserError(
-            f"{ckpt_path}: the weights do not fit a {arch['model']} for {arch['in_channels']}x"
-            f"{arch['image_size']}x{arch['image_size']} images (checkpoint of another architecture?)"
+            f"{ckpt_path}: the weights do not fit a {arch['model']} for {shape} images (checkpoint of another "
+            "architecture?)"
         ) from None
-    if tta and "hflip" not in ckpt.get("tta", valid_tta(cfg, int(ckpt["arch"]["in_channels"]))):
+    if tta and "hflip" not in ckpt.get("tta", valid_tta(cfg, spec.channels)):
         raise UserError(
             f"--tta: {ckpt_path} was not trained with left-right flips (its --augment {cfg.augment}, --hflip "
             f"{cfg.hflip} on {cfg.dataset}), so averaging over flips would not be valid; leave out --tta"
@@ -212,10 +213,7 @@ def _load_torch(path: str | Path, device: str, tta: bool = False) -> Predictor:
         model = model.double()
     model.to(resolve_device(device)).eval()
     temperature, rule = trust.from_checkpoint(ckpt)
-    return Predictor(
-        model, list(meta["classes"]), arch["in_channels"], arch["image_size"],
-        tuple(meta["mean"]), tuple(meta["std"]), cfg, ckpt_path, meta.get("resize"), tta, temperature, rule,
-    )  # fmt: skip
+    return Predictor(model, spec, cfg, ckpt_path, tta, temperature, rule)
 
 
 class OnnxModel:
@@ -237,9 +235,11 @@ class OnnxModel:
         props = self.session.get_modelmeta().custom_metadata_map
         if "cnnlab" not in props:
             raise UserError(f"{self.path}: an ONNX model without cnnlab's metadata; make one with cnnlab export")
-        self.metadata: dict[str, Any] = json.loads(props["cnnlab"])
-        self.mean = tuple(self.metadata["mean"])
-        self.std = tuple(self.metadata["std"])
+        try:
+            self.metadata: dict[str, Any] = json.loads(props["cnnlab"])
+            self.spec = spec_from_export(self.metadata)
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{self.path}: its cnnlab metadata is damaged; export the run again") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.metadata["output"]["name"]
 
@@ -270,7 +270,7 @@ class OnnxModel:
         """Refuse an ONNX file exported from another model: other classes, input or preprocessing."""
         image, own = self.metadata.get("image", {}), predictor.preprocessing.describe()
         keys = ("recipe", "channels", "size", "box")
-        if self.metadata.get("classes") != predictor.classes or any(image.get(k) != own[k] for k in keys):
+        if self.metadata.get("classes") != list(predictor.spec.classes) or any(image.get(k) != own[k] for k in keys):
             raise UserError(
                 f"{self.path} was exported from another model (its classes or preprocessing differ from "
                 f"{predictor.path}'s); export this run: cnnlab export RUN --format onnx"
@@ -278,9 +278,7 @@ class OnnxModel:
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [N, C, H, W] → class probabilities [N, classes] (float32, on the CPU)."""
-        from cnnlab.data import normalize
-
-        x = normalize(images.cpu(), self.mean, self.std).numpy()
+        x = to_model_input(self.spec, images.cpu()).numpy()
         (probs,) = self.session.run([self.output_name], {self.input_name: x})
         return torch.from_numpy(probs).float()
 

@@ -1,8 +1,8 @@
 """The one way an image (a file, uploaded bytes or a PIL image) becomes a model's input.
 
-A trained model owns a :class:`Preprocessing` (``Predictor.preprocessing``), chosen from what it was
-trained on by :func:`for_training_data`; ``predict``, the Python API, ``serve`` and the export metadata
-all use it:
+A trained model's :class:`~cnnlab.spec.ImageSpec` names its recipe (decided once from what it was trained
+on, :func:`cnnlab.spec.image_spec`) and makes its :class:`Preprocessing` (``ImageSpec.preprocessing``,
+``Predictor.preprocessing``); ``predict``, the Python API, ``serve`` and the export metadata all use it:
 
 * **digit** — grey models trained on light ink on a dark background (the training mean is below 0.5:
   MNIST and its relatives). The image is prepared the way MNIST's digits were made: the background
@@ -11,7 +11,7 @@ all use it:
   removed (a grey, noisy scan ends on a clean black background), the ink is cropped to its bounding
   box, scaled (aspect kept) to fit a box of 20/28 of the image, and centred by its centre of mass.
 * **resize** — any other data: the image is converted to the model's grey or RGB and resized, exactly
-  as the folder dataset loader decoded the training images (:func:`cnnlab.data.images.to_model_input`).
+  as the folder dataset loader decoded the training images (:func:`cnnlab.data.images.fit_image`).
 * **crop** — ``folder:``/``csv:`` images of a model fine-tuned from pretrained weights (``--pretrained``):
   converted likewise, the shorter side scaled to ``box`` (the weights' resize, e.g. 256), then the central
   ``size``×``size`` (their crop, e.g. 224) cut out, as torchvision's weights expect and as training decoded.
@@ -36,23 +36,20 @@ from cnnlab.data.images import (
     WORK_SIDE,
     _convert,
     _to_8bit,
+    fit_image,
     open_image,
     shrink,
-    to_model_input,
     work_side,
 )  # fmt: skip
 from cnnlab.errors import UserError
 
-# How the resize and crop recipes scale (cnnlab.data.images.to_model_input), in words exact enough to match.
+# How the resize and crop recipes scale (cnnlab.data.images.fit_image), in words exact enough to match.
 RESIZE_FILTER = (
     "bilinear interpolation with antialias on the uint8 pixels: torch.nn.functional.interpolate(x, size, "
     "mode='bilinear', antialias=True, align_corners=False) on uint8 [1, C, H, W], as "
     "torchvision.transforms.v2.functional.resize(antialias=True) does (a float implementation differs by up to "
     "one grey level)"
 )
-BOX_FRACTION = 20 / 28  # MNIST: digits fit a 20×20 box inside 28×28
-# Datasets whose images fill their frame instead (Fashion-MNIST's items, scikit-learn's 8×8 digits).
-FULL_FRAME = {"fashion-mnist", "digits"}
 NOISE_SIGMAS = 3.0  # ink must differ from the background by this many noise standard deviations
 MIN_CONTRAST = 0.05  # below this (in grey levels 0..1) nothing on the image counts as ink
 
@@ -80,7 +77,7 @@ class Preprocessing:
         self.check_invert(invert)
         if self.recipe == "digit":
             return prepare_digit(img, self.size, self.box, invert)
-        return to_model_input(img, self.channels, self.size, invert, self.box if self.recipe == "crop" else None)
+        return fit_image(img, self.channels, self.size, invert, self.box if self.recipe == "crop" else None)
 
     def read(self, path: str | Path, invert: bool = False) -> torch.Tensor:
         """An image file → uint8 [channels, size, size]."""
@@ -152,22 +149,6 @@ class Preprocessing:
                 f"{self.size}×{self.size} cut out, as the training images were."
             )
         return f"Images are converted to {mode} and resized to {self.size}×{self.size}, as the training images were."
-
-
-def for_training_data(
-    channels: int, size: int, mean: tuple[float, ...], dataset: str = "", resize: int | None = None
-) -> Preprocessing:
-    """The preprocessing that matches a model's training data: ``crop`` for images training decoded
-    that way (``resize`` given: pretrained weights' preprocessing); ``digit`` for the built-in grey
-    light-on-dark sets (mean < 0.5: MNIST and its relatives); else ``resize`` — also for your own
-    ``folder:`` and ``csv:`` images, which training decoded by resizing them."""
-    if resize is not None:
-        return Preprocessing("crop", channels, size, resize)
-    own_images = dataset.startswith(("folder:", "csv:"))
-    if channels == 1 and mean[0] < 0.5 and not own_images:
-        box = size if dataset in FULL_FRAME else max(1, round(size * BOX_FRACTION))
-        return Preprocessing("digit", channels, size, box)
-    return Preprocessing("resize", channels, size, size)
 
 
 def require_content(image: torch.Tensor, name: str) -> torch.Tensor:

@@ -49,19 +49,19 @@ def evaluate(
     dataset = dataset or cfg.dataset
     split = split or default_split(dataset)
     data = _eval_data(predictor, dataset, data_dir or cfg.data_dir, split)
-    _check_compatible(predictor, data)
+    classes = list(data.spec.classes)
     batches = eval_batches(data, split, cfg, predictor.model)
     result = evaluate_batches(predictor.scorer, batches, make_loss(cfg.replace(label_smoothing=0.0)), keep_outputs=True)
     outputs, labels = result.pop("outputs"), result.pop("labels")
-    report = per_class_report(outputs, labels, data.classes)
-    matrix = confusion_matrix(outputs, labels, len(data.classes))
-    confused = most_confused(matrix, data.classes)
+    report = per_class_report(outputs, labels, classes)
+    matrix = confusion_matrix(outputs, labels, len(classes))
+    confused = most_confused(matrix, classes)
     out_dir = Path(out) if out else predictor.path.parent / f"eval-{file_name_part(dataset)}-{split}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
-    confusion_png = plots.plot_confusion(matrix, data.classes, out_dir / "confusion.png",
+    confusion_png = plots.plot_confusion(matrix, classes, out_dir / "confusion.png",
                                          title=f"{dataset} {split}: accuracy {100 * result['accuracy']:.2f}%")  # fmt: skip
     gallery_png = _mistakes_gallery(predictor, data, split, outputs, labels, out_dir / "mistakes.png")
     calibration = _calibration(predictor, outputs, labels, out_dir / "reliability.png")
@@ -94,26 +94,24 @@ def _calibration(predictor: Predictor, outputs: torch.Tensor, labels: torch.Tens
 
 
 def _eval_data(predictor: Predictor, dataset: str, data_dir: str | Path, split: str) -> Data:
-    """The ``split`` to evaluate on, normalised as the model was trained (its own mean and std, whatever
-    the data's). Your own image files (``folder:``, ``csv:``) are read by the model itself,
+    """The ``split`` to evaluate on, fed as the model was trained (its spec: its own mean and std, whatever
+    the data's), after checking that the data has the model's classes and image shape. Your own image files (``folder:``, ``csv:``) are read by the model itself,
     :meth:`Predictor.read`, so ``eval`` sees each file exactly as ``predict`` does (colour files for a grey
     model are converted, as ``predict`` converts them)."""
     cfg = predictor.config
     own_files = is_file_dataset(dataset)
     data = load_data(
-        dataset, data_dir, (split,), cfg.classes or None, predictor.image_size,
-        val_fraction=cfg.val_fraction, memory_budget=0 if own_files else cfg.memory_budget, resize=predictor.resize,
+        dataset, data_dir, (split,), cfg.classes or None, predictor.spec.size,
+        val_fraction=cfg.val_fraction, memory_budget=0 if own_files else cfg.memory_budget,
+        resize=predictor.spec.resize,
     )  # fmt: skip
-    data = dataclasses.replace(data, mean=predictor.mean, std=predictor.std)
-    if not own_files:
-        return data
-    files = data.splits[split]
-    assert isinstance(files, FileSplit)  # memory_budget=0: the split lists its files
-    images, kept = read_images(predictor, list(files.paths), warn=warn_stderr)  # a bad file: a warning, skipped
-    return dataclasses.replace(
-        data, in_channels=predictor.in_channels, image_size=predictor.image_size,
-        splits={split: TensorSplit(images, files.labels[kept])},
-    )  # fmt: skip
+    if own_files:  # read as the model reads files: its shape, whatever the data's
+        files = data.splits[split]
+        assert isinstance(files, FileSplit)  # memory_budget=0: the split lists its files
+        images, kept = read_images(predictor, list(files.paths), warn=warn_stderr)  # a bad file: a warning, skipped
+        data = dataclasses.replace(data, splits={split: TensorSplit(images, files.labels[kept])})
+    _check_compatible(predictor, data, shape=not own_files)
+    return dataclasses.replace(data, spec=predictor.spec)
 
 
 def split_images(predictor: Predictor, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,14 +124,16 @@ def split_images(predictor: Predictor, split: str = "val") -> tuple[torch.Tensor
     return images, part.labels[kept]
 
 
-def _check_compatible(predictor: Predictor, data: Data) -> None:
-    if (data.in_channels, data.image_size) != (predictor.in_channels, predictor.image_size):
+def _check_compatible(predictor: Predictor, data: Data, shape: bool = True) -> None:
+    """Refuse data of other classes than the model's, or (``shape``) of another image shape."""
+    theirs, ours = data.spec, predictor.spec
+    if shape and theirs.shape != ours.shape:
         raise UserError(
-            f"{data.name} has {data.in_channels}x{data.image_size}x{data.image_size} images but the model "
-            f"takes {predictor.in_channels}x{predictor.image_size}x{predictor.image_size}"
+            f"{data.name} has {'x'.join(map(str, theirs.shape))} images but the model takes "
+            f"{'x'.join(map(str, ours.shape))}"
         )
-    if data.classes != predictor.classes:
-        raise UserError(f"{data.name}'s classes {data.classes} differ from the model's {predictor.classes}")
+    if theirs.classes != ours.classes:
+        raise UserError(f"{data.name}'s classes {list(theirs.classes)} differ from the model's {list(ours.classes)}")
 
 
 def _mistakes_gallery(
@@ -155,7 +155,7 @@ def _mistakes_gallery(
     else:
         images = torch.stack([predictor.read(split_data.paths[i]) for i in index.tolist()])
     titles = [
-        f"true {data.classes[int(labels[i])]}\npred {data.classes[int(p.argmax())]} {100 * float(p.max()):.0f}%"
+        f"true {data.spec.classes[int(labels[i])]}\npred {data.spec.classes[int(p.argmax())]} {100 * float(p.max()):.0f}%"
         for i, p in zip(index.tolist(), probs)
     ]
     if not any(isinstance(m, torch.nn.Conv2d) for m in predictor.model.modules()):
@@ -179,10 +179,11 @@ def summary(
 
     info = DATASETS.get(dataset)
     if info is not None:
-        channels, size, classes = info.in_channels, info.image_size, len(info.classes)
+        spec = info.spec
     else:
         data = load_data(dataset, data_dir, ("train",))
-        channels, size, classes = data.in_channels, data.image_size, data.num_classes
+        spec = data.spec
+    channels, size, classes = spec.channels, spec.size, spec.num_classes
     net = build_model(model, channels, size, classes)
     stats = torchinfo_summary(
         net, input_size=(1, channels, size, size), col_names=("output_size", "num_params"), verbose=0, device="cpu"

@@ -87,7 +87,9 @@ def train(
         run_dir = world.run_on_main(lambda: runs.create_run_dir(out, overwrite))
         cfg = cfg.replace(out=str(run_dir))
     if world.is_main:
-        runs.write_config(run_dir, cfg.to_dict(), "running", classes=data.classes, world_size=world.size, **notes)
+        runs.write_config(
+            run_dir, cfg.to_dict(), "running", classes=list(data.spec.classes), world_size=world.size, **notes
+        )
         if cfg.progress:
             _announce(data, ckpt, notes.get("pretrained_weights"))
             if choice is not None:
@@ -250,9 +252,12 @@ def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, 
     model.load_state_dict(best["model"])
     val = evaluate(model, eval_batches(data, "val", cfg, model), make_loss(cfg), keep_outputs=True)
     trust.fit_run(run_dir / "best.pt", model, data, cfg)  # temperature and unknown rule, stored in best.pt
-    matrix = confusion_matrix(val["outputs"], val["labels"], len(data.classes))
+    matrix = confusion_matrix(val["outputs"], val["labels"], data.spec.num_classes)
     plots.plot_confusion(
-        matrix, data.classes, run_dir / "confusion.png", title=f"validation accuracy {100 * val['accuracy']:.2f}%"
+        matrix,
+        list(data.spec.classes),
+        run_dir / "confusion.png",
+        title=f"validation accuracy {100 * val['accuracy']:.2f}%",
     )
     result = {
         "best_val_acc": state.best_val_acc,

@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.data.folder import decode_files
-from cnnlab.data.images import open_image, read_image, to_model_input
+from cnnlab.data.images import open_image, read_image, fit_image
 from cnnlab.errors import UserError
 
 
@@ -103,7 +103,7 @@ def test_an_opened_image_keeps_its_pixels_and_leaves_no_file_open(tmp_path: Path
     for path, img in zip(paths, opened):
         expected = read_image(path, 3, 28)
         path.write_bytes(b"not an image any more")
-        assert torch.equal(to_model_input(img, 3, 28), expected), path.name
+        assert torch.equal(fit_image(img, 3, 28), expected), path.name
 
 
 # ---- hostile files (issue 27) and sideways photos (issue 23) ------------------------------------------

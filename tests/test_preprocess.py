@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import cnnlab
-from cnnlab.data.images import to_model_input
+from cnnlab.data.images import fit_image
 from cnnlab.errors import UserError
 from cnnlab.preprocess import center_like_mnist, for_training_data, prepare_digit, require_content
 
@@ -117,7 +117,7 @@ def test_digits_drawn_on_paper_scans_and_wide_images_are_read_as_well_as_the_dig
         batch = torch.stack([predictor.prepare(drawn(im[0].numpy(), seed=i, **kwargs)) for i, im in enumerate(images)])
         accuracy = (predictor.probabilities(batch).argmax(1) == labels).float().mean()
         assert accuracy >= direct - 0.05, kwargs
-    naive = torch.stack([to_model_input(drawn(im[0].numpy()), 1, 28, invert=True) for im in images])
+    naive = torch.stack([fit_image(drawn(im[0].numpy()), 1, 28, invert=True) for im in images])
     assert (predictor.probabilities(naive).argmax(1) == labels).float().mean() < direct - 0.2
 
 
@@ -134,7 +134,7 @@ def test_the_recipe_follows_the_training_data():
     assert for_training_data(1, 32, (0.8,), "folder:drawings").recipe == "resize"  # dark on light training data
     colour = for_training_data(3, 32, (0.49, 0.48, 0.45), "cifar10")
     img = Image.new("RGB", (64, 48), (200, 30, 30))
-    assert colour.recipe == "resize" and torch.equal(colour.prepare(img), to_model_input(img, 3, 32))
+    assert colour.recipe == "resize" and torch.equal(colour.prepare(img), fit_image(img, 3, 32))
 
 
 def test_big_images_are_shrunk_before_any_float_copy(mnist5k):

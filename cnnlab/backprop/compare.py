@@ -131,10 +131,10 @@ def _check(
     idx = rng.choice(len(ys), size=min(batch_size, len(ys)), replace=False)
     x = xs[idx].astype(np.float64)
     y = ys[idx]
-    num_classes = 1 if loss == "logistic" else data.num_classes
+    num_classes = 1 if loss == "logistic" else data.spec.num_classes
 
     torch.manual_seed(seed)
-    tmodel = build_torch_model(model, data.in_channels, data.image_size, num_classes).double()
+    tmodel = build_torch_model(model, data.spec.channels, data.spec.size, num_classes).double()
     net = from_torch(tmodel, np.float64)
 
     # --- PyTorch: forward layer by layer, keeping every layer input's gradient ------------
@@ -171,7 +171,7 @@ def _check(
         "model": model,
         "loss": loss,
         "dataset": dataset,
-        "classes": data.classes,
+        "classes": list(data.spec.classes),
         "batch_size": int(len(y)),
         "seed": seed,
         "dtype": "float64",

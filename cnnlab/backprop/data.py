@@ -12,23 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.spec import ImageSpec
+
 __all__ = ["ArrayData", "load_arrays", "epoch_batches"]
 
 
 @dataclass
 class ArrayData:
-    """Normalised images ``x[split]`` (float32, [N, C, H, W]) and labels ``y[split]`` (int64)."""
+    """Normalised images ``x[split]`` (float32, [N, C, H, W]) and labels ``y[split]`` (int64), and how the
+    dataset's images feed a model (``spec``: classes, shape, mean and std)."""
 
     name: str
-    classes: list[str]
-    in_channels: int
-    image_size: int
+    spec: ImageSpec
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def load_arrays(
@@ -39,7 +36,8 @@ def load_arrays(
 ) -> ArrayData:
     """Load a dataset with :func:`cnnlab.data.load_data` (optionally only ``classes``, relabelled
     0, 1, ...) and normalise it exactly as the core trainer does (float32 ``(x/255 − mean)/std``)."""
-    from cnnlab.data import load_data, normalize
+    from cnnlab.data import load_data
+    from cnnlab.spec import to_model_input
 
     data = load_data(name, data_dir, splits=splits, classes=list(classes) if classes else None)
     xs: dict[str, np.ndarray] = {}
@@ -50,9 +48,9 @@ def load_arrays(
             from cnnlab.errors import UserError
 
             raise UserError(f"the NumPy engine needs an in-memory dataset; {name} is read from files")
-        xs[s] = normalize(split.images, data.mean, data.std).numpy()
+        xs[s] = to_model_input(data.spec, split.images).numpy()
         ys[s] = split.labels.numpy().astype(np.int64)
-    return ArrayData(data.name, list(data.classes), data.in_channels, data.image_size, xs, ys)
+    return ArrayData(data.name, data.spec, xs, ys)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

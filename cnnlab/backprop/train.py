@@ -164,9 +164,9 @@ def _train(
         raise UserError("the logistic loss needs a two-class task: pass two classes, e.g. 3,8")
     if data is None:
         data = load_arrays(dataset, data_dir, splits=("train", "val"), classes=classes)
-    num_classes = 1 if loss == "logistic" else data.num_classes
+    num_classes = 1 if loss == "logistic" else data.spec.num_classes
     if net is None:
-        net = initial_net(model, data.in_channels, data.image_size, num_classes, seed, dtype)
+        net = initial_net(model, data.spec.channels, data.spec.size, num_classes, seed, dtype)
     opt = SGD(lr, momentum)
     loss_fn = make_loss(loss)
     xtr, ytr = data.x["train"], data.y["train"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import Data, TensorSplit, load_data
-from cnnlab.data.registry import DATASETS, DIGITS
+from cnnlab.data.registry import DATASETS
 from cnnlab.errors import UserError
 
 
@@ -28,7 +28,7 @@ def synthetic_data(n: int, seed: int = 0) -> Data:
     images = torch.randint(0, 236, (total, 1, 28, 28), generator=generator, dtype=torch.uint8)
     images += patterns[labels]
     splits = {"train": TensorSplit(images[:n], labels[:n]), "val": TensorSplit(images[n:], labels[n:])}
-    return Data(f"synthetic{n}", list(DIGITS), 1, 28, DATASETS["mnist"].mean, DATASETS["mnist"].std, splits)
+    return Data(f"synthetic{n}", DATASETS["mnist"].spec, splits)
 
 
 def bench_data(dataset: str | None, data_dir: str | Path, synthetic: int | None) -> Data:

@@ -107,7 +107,7 @@ def flops_per_image(model: nn.Module, data: Data) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(model).cpu().float().train()
-    x = torch.zeros(4, data.in_channels, data.image_size, data.image_size)
+    x = torch.zeros(4, *data.spec.shape)
     y = torch.zeros(4, dtype=torch.int64)
     with FlopCounterMode(display=False) as counter:
         probe(x)

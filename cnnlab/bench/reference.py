@@ -57,8 +57,8 @@ class EpochOrder(Sampler[int]):
 
 def reference_fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device) -> SideResult:
     """The tutorial's loop: per-sample PIL → ToTensor → Normalize, DataLoader, ``.item()`` each step."""
-    train_set = TutorialDataset(data.splits["train"], data.mean, data.std)
-    val_set = TutorialDataset(data.splits["val"], data.mean, data.std)
+    train_set = TutorialDataset(data.splits["train"], data.spec.mean, data.spec.std)
+    val_set = TutorialDataset(data.splits["val"], data.spec.mean, data.spec.std)
     order = EpochOrder(len(train_set), cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order)
     val_loader = DataLoader(val_set, batch_size=EVAL_BATCH)

@@ -2,12 +2,14 @@
 
 from cnnlab.data.loaders import epoch_order, make_batches
 from cnnlab.data.registry import DATASETS, dataset_names, default_split, load_data, select_classes
-from cnnlab.data.splits import Data, FileSplit, TensorSplit, normalize
+from cnnlab.data.splits import Data, FileSplit, TensorSplit
+from cnnlab.spec import ImageSpec, normalize, to_model_input
 
 __all__ = [
     "DATASETS",
     "Data",
     "FileSplit",
+    "ImageSpec",
     "TensorSplit",
     "dataset_names",
     "default_split",
@@ -16,4 +18,5 @@ __all__ = [
     "make_batches",
     "normalize",
     "select_classes",
+    "to_model_input",
 ]

@@ -45,6 +45,7 @@ from cnnlab.data.files import (
 from cnnlab.data.images import IMAGE_SUFFIXES, READER_VERSION, image_mode, read_image
 from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit, stratified_split
 from cnnlab.errors import UserError
+from cnnlab.spec import image_spec
 from cnnlab.text import safe
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -109,7 +110,8 @@ def load_image_dataset(
         if held_out:
             out |= hold_out(name, out["train"], val_fraction)
     mean, std = train_stats(name, found.groups["train"], decoded.get("train"), channels, size, resize=resize)
-    return Data(name, found.classes, channels, size, mean, std, {s: out[s] for s in splits}, resize)
+    spec = image_spec(name, found.classes, channels, size, mean, std, resize)
+    return Data(name, spec, {s: out[s] for s in splits})
 
 
 def scan(name: str) -> Found:

@@ -252,7 +252,7 @@ def shrink(img: Image.Image, side: int) -> Image.Image:
     return img.reduce(factor)
 
 
-def to_model_input(
+def fit_image(
     img: Image.Image, channels: int, size: int, invert: bool = False, resize: int | None = None
 ) -> torch.Tensor:
     """PIL image → uint8 tensor [channels, size, size]: mode converted, resized with antialiasing,
@@ -321,9 +321,9 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 def read_image(
     path: str | Path, channels: int, size: int, invert: bool = False, resize: int | None = None
 ) -> torch.Tensor:
-    """Read ``path`` as a uint8 tensor [channels, size, size] (see :func:`to_model_input`)."""
+    """Read ``path`` as a uint8 tensor [channels, size, size] (see :func:`fit_image`)."""
     img = open_image(path, draft_side=work_side(resize or size))
     try:
-        return to_model_input(img, channels, size, invert, resize)
+        return fit_image(img, channels, size, invert, resize)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None

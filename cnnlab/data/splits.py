@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.spec import ImageSpec
+
 
 @dataclass
 class TensorSplit:
@@ -47,28 +49,12 @@ Split = TensorSplit | FileSplit
 
 @dataclass
 class Data:
-    """A dataset ready for training: its splits plus what a model and a predictor need to know."""
+    """A dataset ready for training: its splits plus how its images feed a model (:class:`ImageSpec`:
+    classes, channels, size, mean, std, resize and the recipe for new images)."""
 
     name: str
-    classes: list[str]
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    spec: ImageSpec
     splits: dict[str, Split] = field(default_factory=dict)
-    resize: int | None = None  # folder:/csv: images: shorter side scaled to this, then centre-cropped (None: squeezed)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 images [N, C, H, W] → float32 ``(x / 255 − mean) / std`` per channel, on their device."""
-    x = images.float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x.sub_(m).div_(s)
 
 
 def stratified_split(labels: torch.Tensor, holdout: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,7 +58,7 @@ def doctor(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the gallery")
     pool = load_pool(dataset, data_dir)
-    if len(pool.data.classes) < 2:
+    if pool.data.spec.num_classes < 2:
         raise UserError(f"{dataset} has one class: there is no label to doubt (the doctor needs two or more)")
     probs = out_of_fold_probabilities(pool, cfg, folds, progress)
     issues = label_issues(pool, probs)

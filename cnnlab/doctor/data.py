@@ -11,6 +11,7 @@ import torch
 from cnnlab.data import Data, TensorSplit, load_data
 from cnnlab.data.registry import DATASETS, is_file_dataset
 from cnnlab.errors import UserError
+from cnnlab.spec import image_spec
 
 
 @dataclass
@@ -70,5 +71,5 @@ def _file_pool(dataset: str, image_size: int | None) -> Pool:
     if not names:
         raise UserError(f"{dataset}: no readable images")
     mean, std = train_stats(dataset, found.groups["train"], train_decoded, channels, size)
-    data = Data(dataset, found.classes, channels, size, mean, std, {})
+    data = Data(dataset, image_spec(dataset, found.classes, channels, size, mean, std))
     return Pool(data, torch.cat(images), torch.cat(labels), names, splits, sizes)

@@ -25,12 +25,12 @@ def out_of_fold_probabilities(pool: Pool, cfg: TrainConfig, folds: int, progress
     from cnnlab.engine import eval_batches, evaluate, fit, make_loss
 
     labels = pool.labels
-    smallest = int(torch.bincount(labels, minlength=len(pool.data.classes)).min())
+    smallest = int(torch.bincount(labels, minlength=pool.data.spec.num_classes).min())
     if smallest < folds:
         raise UserError(
             f"--folds {folds} needs at least {folds} images of every class (the smallest class has {smallest})"
         )
-    probs = torch.zeros(len(labels), len(pool.data.classes))
+    probs = torch.zeros(len(labels), pool.data.spec.num_classes)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed % 2**32)
     for train_index, held_index in tqdm(
         list(splitter.split(labels.numpy(), labels.numpy())), desc="doctor: K-fold training", unit="fold",
@@ -57,7 +57,7 @@ def label_issues(pool: Pool, probs: torch.Tensor) -> list[dict[str, Any]]:
 
     labels = pool.labels.numpy()
     ranked = find_label_issues(labels, probs.numpy(), return_indices_ranked_by="self_confidence")
-    classes = pool.data.classes
+    classes = list(pool.data.spec.classes)
     return [
         {
             "image": pool.names[i],

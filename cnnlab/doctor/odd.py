@@ -41,7 +41,7 @@ def odd_images(pool: Pool) -> list[dict[str, Any]]:
     found: list[tuple[float, dict[str, Any]]] = []
 
     def add(i: int, issue: str, value: float, badness: float) -> None:
-        label = pool.data.classes[int(pool.labels[i])]
+        label = pool.data.spec.classes[int(pool.labels[i])]
         found.append((badness, {"image": pool.names[i], "issue": issue, "label": label, "value": round(value, 4)}))
 
     blank = stats["contrast"] < 1 / 255

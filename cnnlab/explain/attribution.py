@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from cnnlab.errors import UserError
 from cnnlab.explain.methods import DEFAULT_METHOD, METHODS
 from cnnlab.inference import Predictor, image_files, load, read_images
 from cnnlab.models import ClassScores, TorchvisionNet
+from cnnlab.spec import to_model_input
 
 IG_STEPS = 32
 CHUNK = 64  # images attributed at once (bounds the memory of integrated gradients and occlusion)
@@ -81,8 +82,8 @@ MIN_GRADCAM_SIDE = 4  # a last-convolution map smaller than this (either side) g
 _warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models already warned about in this process
 
 
-def gradcam_grid(model: nn.Module, in_channels: int, image_size: int) -> tuple[int, int]:
-    """(height, width) of the last convolution's output for one ``image_size`` input: Grad-CAM's resolution
+def gradcam_grid(model: nn.Module, channels: int, size: int) -> tuple[int, int]:
+    """(height, width) of the last convolution's output for one ``size``×``size`` input: Grad-CAM's resolution
     before its upsampling (seednet at 28x28: 8x8; tv:resnet18 at 32x32: 1x1)."""
     conv = last_conv(model)
     shape: list[int] = []
@@ -91,9 +92,7 @@ def gradcam_grid(model: nn.Module, in_channels: int, image_size: int) -> tuple[i
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(
-                torch.zeros(1, in_channels, image_size, image_size, dtype=parameter.dtype, device=parameter.device)
-            )
+            model.eval()(torch.zeros(1, channels, size, size, dtype=parameter.dtype, device=parameter.device))
     finally:
         hook.remove()
         model.train(was_training)
@@ -105,10 +104,10 @@ def small_grid_warning(predictor: Predictor) -> str | None:
     :data:`MIN_GRADCAM_SIDE` on a side (then the upsampled map is constant, or nearly); else None."""
     if not any(isinstance(m, nn.Conv2d) for m in predictor.model.modules()):
         return None
-    h, w = gradcam_grid(predictor.model, predictor.in_channels, predictor.image_size)
+    h, w = gradcam_grid(predictor.model, predictor.spec.channels, predictor.spec.size)
     if min(h, w) >= MIN_GRADCAM_SIDE:
         return None
-    s = predictor.image_size
+    s = predictor.spec.size
     return (
         f"warning: Grad-CAM explains {predictor.config.model}'s last convolution, whose map is only {h}x{w} at "
         f"{s}x{s} input, so its map is (nearly) constant; train with a larger --image-size (about "
@@ -135,7 +134,7 @@ def check_method(method: str | None) -> str:
     return method
 
 
-def class_index(target: str | int | None, classes: list[str]) -> int | None:
+def class_index(target: str | int | None, classes: Sequence[str]) -> int | None:
     """A class given by name (or, if no class has that name, by index) → its index; None stays None."""
     if target is None:
         return None
@@ -189,8 +188,7 @@ def attribute(
 
 def black_baseline(predictor: Predictor) -> torch.Tensor:
     """The black image (pixels 0) as the model sees it, [1, C, 1, 1]: (0 − mean) / std."""
-    mean, std = torch.tensor(predictor.mean), torch.tensor(predictor.std)
-    return (-mean / std).view(1, -1, 1, 1)
+    return to_model_input(predictor.spec, torch.zeros(1, predictor.spec.channels, 1, 1, dtype=torch.uint8))
 
 
 def attribute_images(
@@ -199,16 +197,15 @@ def attribute_images(
     """uint8 images [N, C, H, W] as the predictor prepares them → attribution maps [N, H, W] for the class
     indices ``targets`` [N]. ``model``: another model of the same shape (the sanity checks' re-initialised
     copy); default the predictor's."""
-    from cnnlab.data import normalize
-
     if method == "gradcam" and model is None:
         warn_small_grid(predictor)
     model = predictor.model if model is None else model
     model.eval()
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
-    x = normalize(images.to(device), predictor.mean, predictor.std).to(dtype)
-    return attribute(model, x, targets.to(device), method, black_baseline(predictor), len(predictor.classes))
+    parameter = next(model.parameters())
+    x = to_model_input(predictor.spec, images, parameter.device, parameter.dtype)
+    return attribute(
+        model, x, targets.to(parameter.device), method, black_baseline(predictor), predictor.spec.num_classes
+    )
 
 
 def explain(
@@ -240,7 +237,7 @@ def explain(
         raise UserError("no images given: pass a list of image files (images=[...])")
     predictor = load(path, device)
     predictor.preprocessing.check_invert(invert)
-    target_index = class_index(target, predictor.classes)
+    target_index = class_index(target, predictor.spec.classes)
     files = image_files(images)
     batch, kept = read_images(predictor, files, invert, warn)
     images = [files[i] for i in kept]
@@ -251,7 +248,8 @@ def explain(
     out_dir = _out_dir(out, predictor)
     results = []
     for image, png, img, amap, p, t in zip(images, _png_names(out_dir, images, method), batch, maps, probs, targets):
-        label, target_name = predictor.classes[int(p.argmax())], predictor.classes[int(t)]
+        classes = predictor.spec.classes
+        label, target_name = classes[int(p.argmax())], classes[int(t)]
         title = f"{Path(image).name}: {label} ({100 * float(p.max()):.1f}%) · {method} for {target_name}"
         plots.plot_attribution(img, amap, png, title=title)
         results.append(

@@ -52,8 +52,8 @@ def sanity_images(
 
     cfg = predictor.config
     data = load_data(
-        dataset or cfg.dataset, data_dir or cfg.data_dir, (split,), cfg.classes or None, predictor.image_size,
-        resize=predictor.resize,
+        dataset or cfg.dataset, data_dir or cfg.data_dir, (split,), cfg.classes or None, predictor.spec.size,
+        resize=predictor.spec.resize,
     )  # fmt: skip
     chosen = data.splits[split]
     k = min(n, len(chosen))
@@ -61,13 +61,15 @@ def sanity_images(
         images = chosen.images[:k]
     else:
         images = torch.stack([predictor.read(p) for p in chosen.paths[:k]])
-    shape = (predictor.in_channels, predictor.image_size, predictor.image_size)
+    shape = predictor.spec.shape
     if tuple(images.shape[1:]) != shape:
         raise UserError(
             f"{data.name} has {'x'.join(map(str, images.shape[1:]))} images but the model takes {'x'.join(map(str, shape))}"
         )
-    if data.classes != predictor.classes:
-        raise UserError(f"{data.name}'s classes {data.classes} differ from the model's {predictor.classes}")
+    if data.spec.classes != predictor.spec.classes:
+        raise UserError(
+            f"{data.name}'s classes {list(data.spec.classes)} differ from the model's {list(predictor.spec.classes)}"
+        )
     return images, chosen.labels[:k]
 
 

@@ -31,7 +31,6 @@ def visualize(
     of the run's dataset) (``feature_maps.png``) in ``out`` (default ``viz/`` beside the checkpoint).
     Returns the PNG paths, the image, its maps' shapes and the picture's ``rows``."""
     from cnnlab import plots
-    from cnnlab.data import normalize
     from cnnlab.explain.sanity import validation_images
 
     predictor = load(path, device)
@@ -41,14 +40,13 @@ def visualize(
     else:
         images, labels = validation_images(predictor, 1)
         img = images[0]
-        name = f"{predictor.config.dataset} validation image 0 (class {predictor.classes[int(labels[0])]})"
+        name = f"{predictor.config.dataset} validation image 0 (class {predictor.spec.classes[int(labels[0])]})"
     out_dir = Path(out) if out else predictor.path.parent / "viz"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
-    dtype = next(predictor.model.parameters()).dtype
-    x = normalize(img.unsqueeze(0).to(predictor.device), predictor.mean, predictor.std).to(dtype)
+    x = predictor.model_input(img.unsqueeze(0))
     filters_png = plots.plot_filters(
         conv.weight, out_dir / "filters.png", title=f"first-layer filters {tuple(conv.weight.shape)}"
     )
@@ -58,7 +56,7 @@ def visualize(
         probs = predictor.probabilities(img.unsqueeze(0))[0]
     return {
         "image": name,
-        "label": predictor.classes[int(probs.argmax())],
+        "label": predictor.spec.classes[int(probs.argmax())],
         "probability": float(probs.max()),
         "filters_png": str(filters_png),
         "feature_maps_png": str(maps_png),

@@ -95,7 +95,7 @@ class ModelService:
     ):  # fmt: skip
         self.predictor: Predictor = load(run_or_checkpoint, backend=backend, onnx=onnx, tta=tta)
         self.max_pixels = max_pixels
-        self.dark_background = self.predictor.mean[0] < 0.5  # MNIST-like: light ink on dark
+        self.dark_background = self.predictor.spec.mean[0] < 0.5  # MNIST-like: light ink on dark
         self.run_config = _read_run_config(self.predictor.path.parent)
         self._attributing = threading.Lock()
         self._examples: list[dict[str, str]] | None = None
@@ -104,15 +104,16 @@ class ModelService:
         """Architecture, dataset, classes, normalisation and the run's recorded accuracy."""
         p, cfg = self.predictor, self.predictor.config
         result = self.run_config.get("result") or {}
+        spec = p.spec.describe()  # as the export metadata describes the input
         return {
             "model": cfg.model,
             "dataset": cfg.dataset,
-            "classes": p.classes,
-            "input_shape": [p.in_channels, p.image_size, p.image_size],
-            "mean": list(p.mean),
-            "std": list(p.std),
+            "classes": spec["classes"],
+            "input_shape": spec["input"]["shape"][1:],
+            "mean": spec["mean"],
+            "std": spec["std"],
             "light_on_dark": self.dark_background,
-            "preprocessing": p.preprocessing.describe(),
+            "preprocessing": spec["image"],
             "preprocessing_summary": p.preprocessing.summary(),
             "parameters": sum(t.numel() for t in p.model.parameters()),
             "layers": layer_names(p.model),
@@ -139,12 +140,13 @@ class ModelService:
                 images, labels = split_images(self.predictor, "val")
             except (UserError, OSError):
                 images, labels = torch.zeros(0), torch.zeros(0, dtype=torch.long)
-            by_class = [torch.nonzero(labels == c).flatten().tolist() for c in range(len(self.predictor.classes))]
+            by_class = [torch.nonzero(labels == c).flatten().tolist() for c in range(self.predictor.spec.num_classes)]
             order: list[int] = []  # the first of each class, then the second of each, ...
             for rank in range(max(map(len, by_class), default=0)):
                 order += [c[rank] for c in by_class if rank < len(c)]
             self._examples = [
-                {"label": self.predictor.classes[int(labels[i])], "image": image_base64(images[i])} for i in order[:n]
+                {"label": self.predictor.spec.classes[int(labels[i])], "image": image_base64(images[i])}
+                for i in order[:n]
             ]
         return self._examples
 
@@ -173,7 +175,7 @@ class ModelService:
         p = self.predictor
         image = self.prepare(data)
         answer = self.answer(image, topk)
-        target = torch.tensor([p.classes.index(answer["label"])])
+        target = torch.tensor([p.spec.classes.index(answer["label"])])
         with self._attributing:  # Captum's layer hooks (Grad-CAM) must not see another request's forward pass
             amap = attribute_images(p, image.unsqueeze(0), target, method)[0]
         return {
@@ -191,21 +193,18 @@ class ModelService:
 
     def answer(self, image: torch.Tensor, topk: int = 3) -> dict[str, Any]:
         """A prepared input uint8 [C, H, W] → :meth:`predict`'s answer."""
-        from cnnlab.data import normalize
         from cnnlab.plots import feature_maps
 
         p = self.predictor
         with torch.no_grad():
             probs = p.probabilities(image.unsqueeze(0))[0]
-            dtype = next(p.model.parameters()).dtype
-            x = normalize(image.unsqueeze(0).to(p.device), p.mean, p.std).to(dtype)
-            maps = feature_maps(p.model, x)
+            maps = feature_maps(p.model, p.model_input(image.unsqueeze(0)))
         values, index = probs.topk(min(topk, len(probs)))
-        top = [[p.classes[int(i)], float(v)] for v, i in zip(values, index)]
+        top = [[p.spec.classes[int(i)], float(v)] for v, i in zip(values, index)]
         return {
             "label": top[0][0],
             "probability": top[0][1],
-            "probabilities": {name: float(v) for name, v in zip(p.classes, probs)},
+            "probabilities": {name: float(v) for name, v in zip(p.spec.classes, probs)},
             "topk": top,
             "input": image_base64(image),
             "feature_maps": feature_map_pngs(maps),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.data.idx import parse_header, parse_idx, read_idx
-from cnnlab.data.images import open_image, to_model_input
+from cnnlab.data.images import open_image, fit_image
 from cnnlab.errors import UserError
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None)
@@ -111,7 +111,7 @@ SAMPLES = [
 
 def assert_model_input_or_user_error(data: bytes, channels: int, size: int) -> None:
     try:
-        tensor = to_model_input(open_image(io.BytesIO(data)), channels, size)
+        tensor = fit_image(open_image(io.BytesIO(data)), channels, size)
     except UserError:
         return
     assert tensor.dtype == torch.uint8 and tensor.shape == (channels, size, size)
@@ -131,7 +131,7 @@ def test_image_loader_on_mutated_real_images(index: int, changes, cut, channels:
 
 def test_the_samples_are_valid_images():
     for data in SAMPLES:
-        assert to_model_input(open_image(io.BytesIO(data)), 3, 28).shape == (3, 28, 28)
+        assert fit_image(open_image(io.BytesIO(data)), 3, 28).shape == (3, 28, 28)
 
 
 # Success paths: a reader that refused everything would pass the tests above; these need it to decode
@@ -208,7 +208,7 @@ def test_valid_lossless_images_decode_to_their_pixels(kind, width, height, seed)
 
 def test_a_grey_png_of_the_model_size_becomes_exactly_its_pixels():
     data, expected = lossless_image("PNG", "L", (28, 28), seed=5)
-    tensor = to_model_input(open_image(io.BytesIO(data)), 1, 28)
+    tensor = fit_image(open_image(io.BytesIO(data)), 1, 28)
     assert torch.equal(tensor, torch.from_numpy(expected[..., 0].copy()).unsqueeze(0))
 
 
