@@ -153,7 +153,9 @@ def data_path(batches: int = 60, rounds: int = 5) -> None:
 
     torch.set_num_threads(1)
     data = load_data("mnist5k", splits=("train",))
-    loader = DataLoader(TutorialDataset(data.splits["train"], data.mean, data.std), batch_size=64, shuffle=True)
+    loader = DataLoader(
+        TutorialDataset(data.splits["train"], data.spec.mean, data.spec.std), batch_size=64, shuffle=True
+    )
     times = []
     for _ in range(rounds):
         started, n = time.perf_counter(), 0
@@ -198,9 +200,7 @@ def preprocessing(run: Path) -> None:
         return 100 * float((predictor.probabilities(images).argmax(1) == val.labels).float().mean())
 
     prepared = torch.stack([predictor.prepare(page) for page in pages])
-    naive = torch.stack(
-        [fit_image(page, predictor.spec.channels, predictor.spec.size, invert=True) for page in pages]
-    )
+    naive = torch.stack([fit_image(page, predictor.spec.channels, predictor.spec.size, invert=True) for page in pages])
     print(f"{len(pages)} mnist5k validation digits, model {run}:")
     print(f"  as they are (light on dark, centred):                 {accuracy(val.images):.1f}%")
     print(f"  redrawn 6x, dark on white, off-centre, prepared by the model's preprocessing: {accuracy(prepared):.1f}%")

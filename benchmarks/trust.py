@@ -43,9 +43,10 @@ from sklearn.metrics import roc_auc_score
 
 import cnnlab
 from cnnlab.config import TrainConfig
-from cnnlab.data import load_data, normalize
+from cnnlab.data import load_data
 from cnnlab.inference import Predictor, load
 from cnnlab.recipes import FAST as FAST_RECIPE
+from cnnlab.spec import to_model_input
 from cnnlab.trust.features import logits_and_features
 
 KNOWN = ["0", "1", "2", "3", "4"]
@@ -90,9 +91,7 @@ def far_images(predictor: Predictor, per_photo: int = 100, seed: int = 0) -> tup
 
 
 def features(predictor: Predictor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = [
-        logits_and_features(predictor.model, normalize(b, predictor.mean, predictor.std)) for b in images.split(1000)
-    ]
+    out = [logits_and_features(predictor.model, to_model_input(predictor.spec, b)) for b in images.split(1000)]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 

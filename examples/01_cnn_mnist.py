@@ -39,7 +39,8 @@ from IPython.display import Image, display
 
 import cnnlab
 from cnnlab import plots
-from cnnlab.data import load_data, normalize
+from cnnlab.data import load_data
+from cnnlab.spec import to_model_input
 
 SMOKE = os.environ.get("CNNLAB_SMOKE") == "1"
 ROOT = Path(cnnlab.__file__).resolve().parents[1]  # the repository cnnlab is installed from (pip install -e .)
@@ -66,7 +67,7 @@ print("smoke test" if SMOKE else "full size", "- runs go to", os.path.relpath(RU
 # %%
 data = load_data("mnist5k")
 train, val = data.splits["train"], data.splits["val"]
-print("classes:", data.classes)
+print("classes:", data.spec.classes)
 print("train:", tuple(train.images.shape), train.images.dtype, "  val:", tuple(val.images.shape))
 print("digits per class in train:", train.labels.bincount().tolist())
 
@@ -75,7 +76,7 @@ print("digits per class in train:", train.labels.bincount().tolist())
 
 # %%
 gallery = plots.plot_gallery(
-    train.images[:16], [f"label {data.classes[int(y)]}" for y in train.labels[:16]], RUNS / "01_digits.png"
+    train.images[:16], [f"label {data.spec.classes[int(y)]}" for y in train.labels[:16]], RUNS / "01_digits.png"
 )
 show(gallery)
 
@@ -88,8 +89,8 @@ show(gallery)
 # so the background becomes $-0.42$ and full ink $+2.82$. The trainer does this for every batch.
 
 # %%
-x = normalize(train.images[:1], data.mean, data.std)
-print("mean, std:", data.mean, data.std)
+x = to_model_input(data.spec, train.images[:1])
+print("mean, std:", data.spec.mean, data.spec.std)
 print(f"after normalising: min {x.min():.4f}  max {x.max():.4f}")
 
 # %% [markdown]
@@ -221,10 +222,10 @@ show(plots.plot_filters(model[0].weight, RUN / "filters.png"))
 # %%
 i = int((val.labels == 7).nonzero()[0])
 digit = val.images[i : i + 1]
-x = normalize(digit, predictor.mean, predictor.std)
+x = to_model_input(predictor.spec, digit)
 probs = predictor.probabilities(digit)[0]
-print(f"validation digit #{i}: label {data.classes[int(val.labels[i])]}, "
-      f"predicted {data.classes[int(probs.argmax())]} with probability {probs.max():.4f}")  # fmt: skip
+print(f"validation digit #{i}: label {data.spec.classes[int(val.labels[i])]}, "
+      f"predicted {data.spec.classes[int(probs.argmax())]} with probability {probs.max():.4f}")  # fmt: skip
 show(plots.plot_gallery(digit, ["input"], RUN / "digit.png"))
 show(plots.plot_feature_maps(model, x, RUN / "feature_maps.png"))
 

@@ -193,7 +193,7 @@ z = binary(x38).detach().requires_grad_(True)
 E = logistic(z, t38)
 (dz,) = torch.autograd.grad(E, z)
 formula = (torch.sigmoid(z[:, 0]) - t38) / N
-print(f"classes {pair.classes} -> t = 0, 1; first targets {t38[:8].tolist()}")
+print(f"classes {pair.spec.classes} -> t = 0, 1; first targets {t38[:8].tolist()}")
 print(f"E = {E.item():.6f}; max |autograd dE/dz - (sigma(z) - t)/N| = {(dz[:, 0] - formula).abs().max().item():.2e}")
 for n in range(4):
     print(f"  n={n}: z={z[n, 0].item():+.4f}  sigma={torch.sigmoid(z[n, 0]).item():.4f}  t={int(t38[n])}  "

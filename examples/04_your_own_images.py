@@ -108,10 +108,10 @@ for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
 # %%
 dataset = f"folder:{folder}"
 data = load_data(dataset)
-print("classes:", data.classes)
-print(f"images: {data.in_channels} x {data.image_size} x {data.image_size}")
+print("classes:", data.spec.classes)
+print(f"images: {data.spec.channels} x {data.spec.size} x {data.spec.size}")
 print(f"train: {len(data.splits['train'])} files   val: {len(data.splits['val'])} files")
-print("mean", data.mean, "std", data.std)
+print("mean", data.spec.mean, "std", data.spec.std)
 
 # %% [markdown]
 # ## 2. Training
@@ -136,7 +136,7 @@ show(RUN / "curves.png")
 
 # %%
 val = load_data(dataset, memory_budget=0).splits["val"]  # a budget of 0 leaves the images in their files
-new_files = [val.paths[i] for c in range(data.num_classes) for i in (val.labels == c).nonzero()[:2, 0].tolist()]
+new_files = [val.paths[i] for c in range(data.spec.num_classes) for i in (val.labels == c).nonzero()[:2, 0].tolist()]
 answers = cnnlab.predict(RUN, new_files, topk=3)
 correct = 0
 for path, answer in zip(new_files, answers):

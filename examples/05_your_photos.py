@@ -245,11 +245,11 @@ for sub in sorted(d for d in folder.rglob("*") if d.is_dir()):
 # %%
 TEST = "test" if (folder / "test").is_dir() else "val"  # your own folder may have no test/
 files = load_data(dataset, splits=("train", "val", "test") if TEST == "test" else ("train", "val"), memory_budget=0)
-print("classes:", files.classes)
+print("classes:", files.spec.classes)
 print(", ".join(f"{split}: {len(files.splits[split])} files" for split in files.splits))
 decoded = load_data(dataset, splits=("train",), image_size=IMAGE_SIZE).splits["train"]
-first = [i for c in range(files.num_classes) for i in (decoded.labels == c).nonzero()[:2, 0].tolist()]
-captions = [files.classes[int(decoded.labels[i])] for i in first]
+first = [i for c in range(files.spec.num_classes) for i in (decoded.labels == c).nonzero()[:2, 0].tolist()]
+captions = [files.spec.classes[int(decoded.labels[i])] for i in first]
 show(plots.plot_gallery(decoded.images[first], captions, OUT / "photos.png", title="training photos"))
 
 # %% [markdown]
@@ -264,7 +264,7 @@ def mean_colour(path):
 
 train_files, test_files = files.splits["train"], files.splits[TEST]
 train_colours = np.stack([mean_colour(p) for p in train_files.paths])
-centres = np.stack([train_colours[train_files.labels.numpy() == c].mean(axis=0) for c in range(files.num_classes)])
+centres = np.stack([train_colours[train_files.labels.numpy() == c].mean(axis=0) for c in range(files.spec.num_classes)])
 test_colours = np.stack([mean_colour(p) for p in test_files.paths])
 nearest = np.linalg.norm(test_colours[:, None] - centres[None], axis=2).argmin(axis=1)
 colour_accuracy = (nearest == test_files.labels.numpy()).mean()
@@ -395,7 +395,7 @@ if not tuned:
 # `cnnlab predict runs/finetuned photo.jpg` on the command line. One test photo of each class:
 
 # %%
-one_each = [test_files.paths[int((test_files.labels == c).nonzero()[0, 0])] for c in range(files.num_classes)]
+one_each = [test_files.paths[int((test_files.labels == c).nonzero()[0, 0])] for c in range(files.spec.num_classes)]
 for label, run in RUN_DIRS.items():
     print(f"{label}:")
     for answer in cnnlab.predict(run, one_each, topk=2):

@@ -76,7 +76,7 @@ def digit_png(tmp_path: Path, mnist5k) -> tuple[Path, str]:
     i = 123
     path = tmp_path / "digit.png"
     Image.fromarray(val.images[i, 0].numpy()).save(path)
-    return path, mnist5k.classes[int(val.labels[i])]
+    return path, mnist5k.spec.classes[int(val.labels[i])]
 
 
 def make_image_folder(root: Path, mnist5k, per_class: int = 12, classes: tuple[int, ...] = (0, 1, 7)) -> Path:

@@ -9,6 +9,7 @@ from cnnlab.data import Data
 from cnnlab.data.augment import LEVELS, augment, batch_generator, parse_level, shift
 from cnnlab.data.loaders import flips_allowed, make_batches
 from cnnlab.data.splits import TensorSplit
+from cnnlab.spec import ImageSpec
 
 CPU = torch.device("cpu")
 
@@ -72,7 +73,7 @@ def test_flips_are_refused_on_digits_unless_forced():
 
 
 def test_a_batch_is_augmented_the_same_when_an_epoch_is_resumed_in_the_middle(photos: torch.Tensor, mnist5k):
-    data = Data("folder:/x", mnist5k.classes, 3, 16, (0.5,) * 3, (0.25,) * 3)
+    data = Data("folder:/x", ImageSpec(mnist5k.spec.classes, 3, 16, (0.5,) * 3, (0.25,) * 3))
     split = TensorSplit(photos, mnist5k.splits["val"].labels[:48])
     batches = make_batches(split, data, 8, CPU, shuffle=True, seed=3, augment="strong")
     whole = list(batches.batches(epoch=2))

@@ -3,6 +3,7 @@ exact resume with the sampler, and the minority class's recall rising over --bal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,11 +17,12 @@ from PIL import Image
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
-from cnnlab.data import Data, TensorSplit, epoch_order, load_data, make_batches, normalize
+from cnnlab.data import Data, TensorSplit, epoch_order, load_data, make_batches
 from cnnlab.data.loaders import balanced_sample_weights
 from cnnlab.engine import class_weights, fit, make_loss
 from cnnlab.errors import UserError
 from cnnlab.models import build_model, head_parameters
+from cnnlab.spec import to_model_input
 
 CPU = torch.device("cpu")
 MAJORITY, MINORITY = 4, 9  # confusable digits: class 9 is the 1-in-11 minority
@@ -39,7 +41,7 @@ def _unbalanced_data(mnist5k, majority: int = 200, minority: int = 20) -> Data:
         return TensorSplit(torch.cat(images), torch.tensor([0] * counts[0] + [1] * counts[1]))
 
     splits = {"train": two_classes(train, (majority, minority)), "val": two_classes(val, (100, 100))}
-    return Data("mnist5k", [str(MAJORITY), str(MINORITY)], 1, 28, mnist5k.mean, mnist5k.std, splits)
+    return Data("mnist5k", dataclasses.replace(mnist5k.spec, classes=(str(MAJORITY), str(MINORITY))), splits)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +172,7 @@ def test_fit_trains_on_the_weighted_loss_and_validates_on_the_plain_mean(mnist5k
     state = fit(model, data, cfg)
     train = data.splits["train"]
     index = epoch_order(len(train), cfg.seed, 1)[: cfg.batch_size]
-    x = normalize(train.images[index], data.mean, data.std).double()
+    x = to_model_input(data.spec, train.images[index]).double()
     weights = class_weights(train.labels, 2)
     loss = F.nll_loss(reference(x), train.labels[index], weight=weights)
     grads = torch.autograd.grad(loss, list(reference.parameters()))
@@ -179,7 +181,7 @@ def test_fit_trains_on_the_weighted_loss_and_validates_on_the_plain_mean(mnist5k
     val = data.splits["val"]
     model.eval()
     with torch.no_grad():
-        plain = F.nll_loss(model(normalize(val.images, data.mean, data.std).double()), val.labels)
+        plain = F.nll_loss(model(to_model_input(data.spec, val.images).double()), val.labels)
     assert state.partial["val_loss"] == pytest.approx(float(plain), rel=1e-9)
 
 

@@ -16,8 +16,8 @@ from cnnlab.bench.probes import PeakMemory, SideResult, conv_seconds_per_step, f
 from cnnlab.bench.reference import TutorialDataset, reference_fit
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
-from cnnlab.data import normalize
 from cnnlab.models import build_model
+from cnnlab.spec import to_model_input
 
 SIDE_KEYS = {
     "train_seconds", "val_seconds", "seconds_per_epoch", "images_per_second", "gflops", "fraction_of_peak",
@@ -77,10 +77,10 @@ def test_synthetic_digits_are_deterministic_and_their_labels_are_in_the_pixels()
 def test_tutorial_dataset_gives_what_cnnlab_normalises_on_the_device():
     data = synthetic_data(30)
     split = data.splits["train"]
-    dataset = TutorialDataset(split, data.mean, data.std)
+    dataset = TutorialDataset(split, data.spec.mean, data.spec.std)
     x, label = dataset[7]
     assert label == int(split.labels[7])
-    assert torch.allclose(x, normalize(split.images[7:8], data.mean, data.std)[0], atol=1e-6)
+    assert torch.allclose(x, to_model_input(data.spec, split.images[7:8])[0], atol=1e-6)
 
 
 def test_peak_memory_sees_a_large_allocation():

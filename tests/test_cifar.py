@@ -79,7 +79,7 @@ def assert_exactly(split, rgb: np.ndarray, labels: np.ndarray) -> None:
 def test_cifar10_reads_exactly_the_pixels_channels_and_labels(cifar_root):
     root, truth = cifar_root
     data = load_data("cifar10", root, ("train", "val", "test"), download=False)
-    assert data.classes == CIFAR10_NAMES and (data.in_channels, data.image_size) == (3, 32)
+    assert list(data.spec.classes) == CIFAR10_NAMES and (data.spec.channels, data.spec.size) == (3, 32)
     train, val, test = (data.splits[s] for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (270, 30, TEST_RECORDS)
     assert_exactly(test, *truth["test"])
@@ -106,10 +106,10 @@ def test_cifar100_fine_and_coarse_labels(tmp_path: Path):
     (folder / "train.bin").write_bytes(records(rgb[:200], coarse[:200], fine[:200]))  # coarse byte first
     (folder / "test.bin").write_bytes(records(rgb[200:], coarse[200:], fine[200:]))
     data = load_data("cifar100", tmp_path, ("test",), download=False)
-    assert len(data.classes) == 100 and data.classes[:3] == ["apple", "aquarium_fish", "baby"]
+    assert len(data.spec.classes) == 100 and data.spec.classes[:3] == ("apple", "aquarium_fish", "baby")
     assert_exactly(data.splits["test"], rgb[200:], fine[200:])
     coarse_data = load_data("cifar100-coarse", tmp_path, ("test", "train"), download=False)
-    assert len(coarse_data.classes) == 20 and coarse_data.classes[0] == "aquatic_mammals"
+    assert len(coarse_data.spec.classes) == 20 and coarse_data.spec.classes[0] == "aquatic_mammals"
     assert_exactly(coarse_data.splits["test"], rgb[200:], coarse[200:])
     assert len(coarse_data.splits["train"]) == 180
 
@@ -230,7 +230,7 @@ def test_augmentation_mirrors_and_shifts_cifar_images(cifar_root):
     split = data.splits["test"]
     batches = make_batches(split, data, 50, torch.device("cpu"), shuffle=False, augment=1)
     (x, _), *_ = list(batches.batches())
-    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
     seen = ((x * std + mean) * 255).round().to(torch.uint8)
     mirrored = 0
     for original, augmented in zip(split.images, seen):

@@ -40,7 +40,7 @@ def test_csv_with_a_split_column_loads_each_split_in_its_order(tmp_path: Path, i
     splits = ["train", "Train", "val", "test"] * 9
     csv = write_csv(tmp_path / "labels.csv", "image,label,split", rows_for(images, tmp_path, splits))
     data = load_data(f"csv:{csv}", splits=("train", "val", "test"))
-    assert data.classes == ["digit0", "digit1", "digit7"] and data.in_channels == 1
+    assert data.spec.classes == ("digit0", "digit1", "digit7") and data.spec.channels == 1
     for split, wanted in (("train", ("train", "Train")), ("val", ("val",)), ("test", ("test",))):
         chosen = [(p, int(p.parent.name)) for p, s in zip(images, splits) if s in wanted]
         expected = torch.stack([read_image(p, 1, 28) for p, _ in chosen])

@@ -24,7 +24,7 @@ def test_mnist5k_is_a_stratified_deterministic_4000_1000_split(mnist5k):
 
 def test_digits_are_8x8_scaled_to_bytes():
     data = load_data("digits")
-    assert data.image_size == 8 and data.splits["train"].images.shape[1:] == (1, 8, 8)
+    assert data.spec.size == 8 and data.splits["train"].images.shape[1:] == (1, 8, 8)
     assert len(data.splits["train"]) + len(data.splits["val"]) == 1797
     assert int(data.splits["train"].images.max()) == 255
 
@@ -80,7 +80,7 @@ def test_torchvision_raw_layout_and_label_count_mismatch(tmp_path: Path):
     write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8))
     write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(5, np.uint8))
     data = load_data("fashion-mnist", tmp_path, ("test",), download=False)
-    assert len(data.splits["test"]) == 5 and data.classes[0] == "T-shirt/top"
+    assert len(data.splits["test"]) == 5 and data.spec.classes[0] == "T-shirt/top"
     write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8))
     with pytest.raises(UserError, match="5 images but t10k-labels-idx1-ubyte has 4 labels"):
         load_data("fashion-mnist", tmp_path, ("test",), download=False)
@@ -100,8 +100,8 @@ def test_folder_dataset_with_mixed_sizes_modes_and_junk(tmp_path: Path, mnist5k)
     (root / "class0" / "notes.txt").write_text("not an image")
     (root / "class1" / "broken.png").write_bytes(b"\x89PNG garbage")
     data = load_data(f"folder:{root}")
-    assert data.classes == ["class0", "class1", "class7"]
-    assert data.in_channels == 3 and data.image_size == 32  # an RGB image among them
+    assert data.spec.classes == ("class0", "class1", "class7")
+    assert data.spec.channels == 3 and data.spec.size == 32  # an RGB image among them
     total = len(data.splits["train"]) + len(data.splits["val"])
     assert total == 36  # junk skipped
     batch = next(make_batches(data.splits["train"], data, 8, torch.device("cpu")).batches())
@@ -112,7 +112,7 @@ def test_folder_dataset_with_train_and_val_subfolders(tmp_path: Path, mnist5k):
     make_image_folder(tmp_path / "d" / "train", mnist5k, per_class=6, classes=(2, 3))
     make_image_folder(tmp_path / "d" / "val", mnist5k, per_class=3, classes=(2, 3))
     data = load_data(f"folder:{tmp_path / 'd'}", image_size=20)
-    assert (len(data.splits["train"]), len(data.splits["val"])) == (12, 6) and data.image_size == 20
+    assert (len(data.splits["train"]), len(data.splits["val"])) == (12, 6) and data.spec.size == 20
 
 
 def test_folder_errors(tmp_path: Path):
@@ -125,7 +125,7 @@ def test_folder_errors(tmp_path: Path):
 
 def test_select_classes_relabels_in_order(mnist5k):
     data = load_data("mnist5k", classes=["3", "8"])
-    assert data.classes == ["3", "8"]
+    assert data.spec.classes == ("3", "8")
     val = data.splits["val"]
     assert len(val) == 200 and set(val.labels.tolist()) == {0, 1}
     original = mnist5k.splits["val"]

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 
 import cnnlab
 from cnnlab.config import TrainConfig
-from cnnlab.data import epoch_order, normalize
+from cnnlab.data import epoch_order
 from cnnlab.engine import fit, make_optimizer, make_scheduler
 from cnnlab.errors import UserError
 from cnnlab.models import build_model
+from cnnlab.spec import to_model_input
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -28,7 +29,7 @@ def test_plain_sgd_is_exactly_the_gradient_descent_update(mnist5k):
     reference.load_state_dict(model.state_dict())
     fit(model, mnist5k, cfg)
     index = epoch_order(4000, cfg.seed, 1)[: cfg.batch_size]
-    x = normalize(mnist5k.splits["train"].images[index], mnist5k.mean, mnist5k.std).double()
+    x = to_model_input(mnist5k.spec, mnist5k.splits["train"].images[index]).double()
     loss = torch.nn.functional.nll_loss(reference(x), mnist5k.splits["train"].labels[index])
     grads = torch.autograd.grad(loss, list(reference.parameters()))
     for (name, w_before), g, w_after in zip(reference.named_parameters(), grads, model.parameters()):
@@ -70,7 +71,7 @@ def test_optimizers_and_schedules(mnist5k, optimizer: str, schedule: str):
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps_per_epoch=5)
     train = mnist5k.splits["train"]
-    x = normalize(train.images[:64], mnist5k.mean, mnist5k.std)
+    x = to_model_input(mnist5k.spec, train.images[:64])
     y = train.labels[:64]
     start = [p.detach().clone() for p in model.parameters()]
     losses, lrs = [], []
@@ -101,7 +102,7 @@ def test_logistic_regression_on_two_classes(tmp_path: Path):
     result = cnnlab.train(loss="logistic", classes=["3", "8"], epochs=2, out=str(tmp_path / "r"), progress=False)
     assert result.best_val_acc > 0.9
     predictor = cnnlab.load(tmp_path / "r")
-    assert predictor.classes == ["3", "8"] and predictor.model[-1].out_features == 1
+    assert predictor.spec.classes == ("3", "8") and predictor.model[-1].out_features == 1
 
 
 @pytest.mark.parametrize(

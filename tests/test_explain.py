@@ -20,7 +20,6 @@ from torch import nn
 
 import cnnlab
 from cnnlab.cli import main as cli_main
-from cnnlab.data import normalize
 from cnnlab.errors import UserError
 from cnnlab.explain import DEFAULT_METHOD, METHODS
 from cnnlab.explain.attribution import attribute, attribute_images, black_baseline, class_scores, explain, last_conv
@@ -39,6 +38,7 @@ from cnnlab.explain.sanity import (
 )
 from cnnlab.explain.viz import visualize
 from cnnlab.models import MODELS, build_model
+from cnnlab.spec import to_model_input
 
 N_SANITY = 64  # the issue asks for at least 50 validation digits
 
@@ -119,7 +119,7 @@ def test_class_scores_drop_the_log_softmax_and_split_a_single_logit():
 def target_scores(predictor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     scores = class_scores(predictor.model, 10)
     with torch.no_grad():
-        return scores(normalize(images, predictor.mean, predictor.std)).gather(1, labels[:, None])[:, 0]
+        return scores(to_model_input(predictor.spec, images)).gather(1, labels[:, None])[:, 0]
 
 
 @pytest.mark.parametrize("method", ["saliency", "integrated-gradients", "occlusion"])
@@ -369,12 +369,12 @@ def test_eval_reports_most_confused_and_draws_gradcam_on_its_mistakes(trained_ru
 @pytest.mark.slow
 def test_explain_viz_and_sanity_on_a_folder_colour_run(colour_run: Path, mnist5k, tmp_path: Path):
     predictor = cnnlab.load(colour_run)
-    assert (predictor.in_channels, predictor.image_size, predictor.preprocessing.recipe) == (3, 32, "resize")
+    assert (predictor.spec.channels, predictor.spec.size, predictor.preprocessing.recipe) == (3, 32, "resize")
     rgb = Image.fromarray(mnist5k.splits["val"].images[7, 0].numpy()).convert("RGB").resize((45, 45))
     rgb.save(tmp_path / "photo.jpg")
     for method in METHODS:
         (r,) = explain(colour_run, tmp_path / "photo.jpg", method=method, out=tmp_path / "o")
-        assert torch.tensor(r["attribution"]).shape == (32, 32) and r["label"] in predictor.classes
+        assert torch.tensor(r["attribution"]).shape == (32, 32) and r["label"] in predictor.spec.classes
         assert Path(r["png"]).is_file()
     with pytest.raises(UserError, match="no class 'class9'"):
         explain(colour_run, tmp_path / "photo.jpg", target="class9")
@@ -390,7 +390,7 @@ def test_explain_viz_and_sanity_on_a_folder_colour_run(colour_run: Path, mnist5k
 
 def test_black_baseline_is_pixel_zero_as_the_model_sees_it(predictor):
     base = black_baseline(predictor)
-    expected = normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8), predictor.mean, predictor.std)
+    expected = to_model_input(predictor.spec, torch.zeros(1, 1, 1, 1, dtype=torch.uint8))
     assert torch.allclose(base, expected)
 
 

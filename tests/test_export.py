@@ -18,10 +18,11 @@ from cnnlab.assembly import checkpoint_header
 from cnnlab.checkpoint import save_atomic
 from cnnlab.cli import main as cli_main
 from cnnlab.config import TrainConfig
-from cnnlab.data import Data, normalize
+from cnnlab.data import Data
 from cnnlab.errors import UserError
 from cnnlab.export import export
 from cnnlab.models import build_model
+from cnnlab.spec import to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def reference(checkpoint: Path, mnist5k) -> tuple[np.ndarray, np.ndarray]:
     """64 real validation digits, normalised as the metadata says, and cnnlab's probabilities for them."""
     predictor = cnnlab.load(checkpoint)
     images = mnist5k.splits["val"].images[:64]
-    x = normalize(images, predictor.mean, predictor.std).float().numpy()
+    x = to_model_input(predictor.spec, images).float().numpy()
     return x, predictor.probabilities(images).numpy()
 
 
@@ -88,7 +89,7 @@ def test_a_logistic_model_exports_two_class_probabilities(tmp_path: Path, mnist5
     save_atomic({**checkpoint_header(cfg, data), "model": model.state_dict()}, tmp_path / "best.pt")
     predictor = cnnlab.load(tmp_path / "best.pt")
     images = mnist5k.splits["val"].images[:9]
-    x = normalize(images, predictor.mean, predictor.std).float().numpy()
+    x = to_model_input(predictor.spec, images).float().numpy()
     session = onnxruntime.InferenceSession(str(export(tmp_path / "best.pt", "onnx")))
     (probs,) = session.run(None, {"input": x})
     assert probs.shape == (9, 2)
@@ -110,7 +111,7 @@ def test_the_residual_colour_network_exports_to_onnx_and_torchscript(tmp_path: P
     predictor = cnnlab.load(tmp_path / "best.pt")
     grey = mnist5k.splits["val"].images[:15, :, 6:22, 6:22]
     images = torch.cat([grey[:5], grey[5:10], grey[10:]], dim=1)
-    x = normalize(images, predictor.mean, predictor.std).float()
+    x = to_model_input(predictor.spec, images).float()
     expected = predictor.probabilities(images).numpy()
     session = onnxruntime.InferenceSession(str(export(tmp_path / "best.pt", "onnx")))
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-5, rtol=0)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from cnnlab.data import Data, TensorSplit, epoch_order, load_data, make_batches, normalize
+from cnnlab.data import Data, TensorSplit, epoch_order, load_data, make_batches
 from cnnlab.data.images import read_image
 from cnnlab.data.loaders import MIRROR_DATASETS
+from cnnlab.spec import ImageSpec, to_model_input
 
 CPU = torch.device("cpu")
 
@@ -43,8 +44,8 @@ def test_folder_batches_visit_every_file_once_in_the_seeded_order(tmp_path: Path
         xs, ys = zip(*batches.batches(epoch))
         order = epoch_order(len(split), 3, epoch)
         assert torch.equal(torch.cat(ys), split.labels[order])
-        expected = torch.stack([read_image(split.paths[i], data.in_channels, data.image_size) for i in order.tolist()])
-        assert torch.allclose(torch.cat(xs), normalize(expected, data.mean, data.std))
+        expected = torch.stack([read_image(split.paths[i], data.spec.channels, data.spec.size) for i in order.tolist()])
+        assert torch.allclose(torch.cat(xs), to_model_input(data.spec, expected))
     assert [len(y) for y in ys] == [5] * (len(split) // 5) + ([len(split) % 5] if len(split) % 5 else [])
 
 
@@ -61,7 +62,8 @@ def test_augmented_batches_visit_every_sample_once_and_only_move_pixels(name: st
     """Each augmented image is its source shifted by ≤ 2 pixels (black fill), mirrored only for photos."""
     source = mnist5k.splits["val"].subset(torch.arange(200))
     images = source.images.repeat(1, 3, 1, 1) if name == "cifar10" else source.images
-    data = Data(name, mnist5k.classes, images.shape[1], 28, (0.2,) * images.shape[1], (0.3,) * images.shape[1])
+    c = images.shape[1]
+    data = Data(name, ImageSpec(mnist5k.spec.classes, c, 28, (0.2,) * c, (0.3,) * c))
     split = TensorSplit(images, source.labels)
     batches = make_batches(split, data, 32, CPU, shuffle=True, seed=4, augment=2)
     xs, ys = zip(*batches.batches(epoch=2))
@@ -70,7 +72,7 @@ def test_augmented_batches_visit_every_sample_once_and_only_move_pixels(name: st
     mirrored = name in MIRROR_DATASETS
     flips = moved = 0
     for x, i in zip(torch.cat(xs), order.tolist()):
-        options = [normalize(c.unsqueeze(0), data.mean, data.std)[0] for c in _candidates(images[i], 2, mirrored)]
+        options = [to_model_input(data.spec, c.unsqueeze(0))[0] for c in _candidates(images[i], 2, mirrored)]
         match = [k for k, c in enumerate(options) if torch.equal(x, c)]
         assert match, f"sample {i} is not a shift{' or mirror' if mirrored else ''} of its source"
         flips += match[0] >= 25
@@ -128,7 +130,7 @@ def test_compiled_trainer_computes_what_the_eager_one_does(mnist5k):
     from cnnlab.engine import fit
 
     small = Data(
-        "mnist5k", mnist5k.classes, 1, 28, mnist5k.mean, mnist5k.std,
+        "mnist5k", mnist5k.spec,
         {"train": mnist5k.splits["train"].subset(torch.arange(960)), "val": mnist5k.splits["val"].subset(torch.arange(200))},
     )  # fmt: skip
     from torch._dynamo.utils import counters

@@ -56,7 +56,7 @@ def test_cached_tensors_equal_each_file_decoded_alone(tmp_path: Path, mnist5k, c
         expected = decoded_one_by_one(files.splits[split], 3, 32)
         assert torch.equal(memory.splits[split].images, expected)
         assert torch.equal(memory.splits[split].labels, files.splits[split].labels)
-    assert (memory.mean, memory.std) == (files.mean, files.std)
+    assert (memory.spec.mean, memory.spec.std) == (files.spec.mean, files.spec.std)
     again = load_image_dataset(name, ("train", "val"), workers=workers)  # from the cache
     assert torch.equal(again.splits["train"].images, memory.splits["train"].images)
 
@@ -141,7 +141,7 @@ def test_hidden_files_and_folders_are_skipped_silently(tmp_path: Path, mnist5k, 
         Image.new("L", (28, 28), 255).save(hidden / "0-checkpoint.png")
     data = load_data(f"folder:{root}")
     assert capsys.readouterr().err == ""
-    assert data.classes == ["2", "5"]
+    assert data.spec.classes == ("2", "5")
     assert len(data.splits["train"]) + len(data.splits["val"]) == 8
 
 
@@ -162,7 +162,10 @@ def test_split_folders_train_val_test_and_their_errors(tmp_path: Path, mnist5k, 
     assert [len(data.splits[s]) for s in ("train", "val", "test")] == [9, 9, 9]
     assert torch.equal(torch.bincount(data.splits["val"].labels), torch.tensor([3, 3, 3]))
     only_test = load_data(f"folder:{root}", splits=("test",))
-    assert list(only_test.splits) == ["test"] and (only_test.mean, only_test.std) == (data.mean, data.std)
+    assert list(only_test.splits) == ["test"] and (only_test.spec.mean, only_test.spec.std) == (
+        data.spec.mean,
+        data.spec.std,
+    )
     assert "9 test images" in describe(only_test) and "grey 28x28" in describe(only_test)
 
     saved = {path: path.read_bytes() for path in (root / "test").rglob("*.png")}

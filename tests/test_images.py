@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.data.folder import decode_files
-from cnnlab.data.images import open_image, read_image, fit_image
+from cnnlab.data.images import fit_image, open_image, read_image
 from cnnlab.errors import UserError
 
 

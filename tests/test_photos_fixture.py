@@ -36,8 +36,8 @@ def benchmark_module(name: str):
 
 def test_fixture_is_a_colour_folder_dataset_with_every_class_in_every_split() -> None:
     data = load_data(f"folder:{FIXTURE}", splits=("train", "val", "test"), image_size=32)
-    assert data.classes == CLASSES
-    assert data.in_channels == 3
+    assert list(data.spec.classes) == CLASSES
+    assert data.spec.channels == 3
     for split in ("train", "val", "test"):
         labels = data.splits[split].labels
         assert len(labels) == sum(len(files(split, c)) for c in CLASSES)

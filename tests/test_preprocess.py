@@ -13,7 +13,8 @@ from PIL import Image
 import cnnlab
 from cnnlab.data.images import fit_image
 from cnnlab.errors import UserError
-from cnnlab.preprocess import center_like_mnist, for_training_data, prepare_digit, require_content
+from cnnlab.preprocess import Preprocessing, center_like_mnist, prepare_digit, require_content
+from cnnlab.spec import image_spec
 
 
 def drawn(
@@ -127,12 +128,21 @@ def test_invert_forces_dark_ink_on_light(mnist5k):
     assert not prepare_digit(Image.fromarray(digit), invert=True).any()  # light ink taken as the paper
 
 
+def recipe(channels: int, size: int, mean: tuple[float, ...], dataset: str, resize: int | None = None) -> Preprocessing:
+    """The preprocessing a spec decides for a model trained on ``dataset`` with this shape and mean."""
+    return image_spec(dataset, ("a", "b"), channels, size, mean, (0.3,) * channels, resize).preprocessing
+
+
 def test_the_recipe_follows_the_training_data():
-    assert for_training_data(1, 28, (0.1307,), "mnist5k").recipe == "digit"
-    assert for_training_data(1, 28, (0.1307,), "mnist5k").box == 20
-    assert for_training_data(1, 28, (0.286,), "fashion-mnist").box == 28  # items fill the frame
-    assert for_training_data(1, 32, (0.8,), "folder:drawings").recipe == "resize"  # dark on light training data
-    colour = for_training_data(3, 32, (0.49, 0.48, 0.45), "cifar10")
+    assert recipe(1, 28, (0.1307,), "mnist5k").recipe == "digit"
+    assert recipe(1, 28, (0.1307,), "mnist5k").box == 20
+    assert recipe(1, 28, (0.286,), "fashion-mnist").box == 28  # items fill the frame
+    assert recipe(1, 32, (0.8,), "folder:drawings").recipe == "resize"  # dark on light training data
+    assert recipe(1, 28, (0.1,), "folder:digits").recipe == "resize"  # your own files: decoded by resizing
+    assert (recipe(3, 32, (0.5,) * 3, "folder:photos", resize=37).recipe, recipe(3, 32, (0.5,) * 3, "x", 37).box) == (
+        "crop", 37,
+    )  # fmt: skip
+    colour = recipe(3, 32, (0.49, 0.48, 0.45), "cifar10")
     img = Image.new("RGB", (64, 48), (200, 30, 30))
     assert colour.recipe == "resize" and torch.equal(colour.prepare(img), fit_image(img, 3, 32))
 

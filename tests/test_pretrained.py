@@ -17,6 +17,7 @@ import cnnlab
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main as cli_main
 from cnnlab.models import head_parameters, weights_file
+from cnnlab.spec import to_model_input
 
 MODEL = "tv:shufflenet_v2_x0_5"  # 1.4 M parameters: the smallest of torchvision's classifiers to train here
 COLOURS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
@@ -163,7 +164,6 @@ def test_a_fine_tuned_model_reads_images_as_its_training_did(torch_home: Path, t
 def test_exported_torchvision_model_matches_cnnlab(torch_home: Path, tmp_path: Path):
     import onnxruntime
 
-    from cnnlab.data import normalize
     from cnnlab.export import export
 
     stand_in_weights()
@@ -176,7 +176,7 @@ def test_exported_torchvision_model_matches_cnnlab(torch_home: Path, tmp_path: P
     predictor = cnnlab.load(out)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     expected = predictor.probabilities(images).numpy()
-    x = normalize(images, predictor.mean, predictor.std).numpy()
+    x = to_model_input(predictor.spec, images).numpy()
     session = onnxruntime.InferenceSession(
         str(export(out, "onnx", tmp_path / "m.onnx")), providers=["CPUExecutionProvider"]
     )
@@ -194,7 +194,7 @@ def test_grey_images_train_a_torchvision_model_from_scratch(tmp_path: Path):
         model="tv:resnet18", dataset="digits", epochs=1, max_steps=3, out=str(tmp_path / "run"), progress=False
     )
     predictor = cnnlab.load(tmp_path / "run")
-    assert predictor.in_channels == 1 and predictor.preprocessing.recipe == "digit"
+    assert predictor.spec.channels == 1 and predictor.preprocessing.recipe == "digit"
     assert predictor.probabilities(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 10)
 
 

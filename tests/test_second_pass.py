@@ -197,7 +197,7 @@ def right_colour_digits(tmp_path_factory: pytest.TempPathFactory, trained_run: P
         files.append(path)
     chosen: dict[str, Path] = {}
     for path, answer, i in zip(files, cnnlab.predict(trained_run, files), index):
-        label = mnist5k.classes[int(val.labels[i])]
+        label = mnist5k.spec.classes[int(val.labels[i])]
         if answer["label"] == label and label not in chosen:
             chosen[label] = path
     assert len(chosen) == 10, sorted(chosen)

@@ -19,7 +19,7 @@ from PIL import Image
 import cnnlab
 from cnnlab.cli import main as cli_main
 from cnnlab.errors import UserError
-from cnnlab.preprocess import for_training_data
+from cnnlab.preprocess import Preprocessing
 from cnnlab.serve.app import create_app
 
 LIMIT = 200_000
@@ -65,7 +65,7 @@ def client(trained_run: Path) -> TestClient:
 )  # fmt: skip
 def test_decode_refuses_bad_bytes_with_a_user_error(data: bytes, message: str):
     with pytest.raises(UserError, match=message):
-        for_training_data(1, 28, (0.13,)).decode(data, max_pixels=4096 * 4096)
+        Preprocessing("digit", 1, 28, 20).decode(data, max_pixels=4096 * 4096)
 
 
 # ---- the JSON API -----------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_every_way_of_sending_an_image_gives_the_same_answer(client: TestClient,
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     first = answers[0].json()
     assert all(a.json()["probabilities"] == first["probabilities"] for a in answers[1:])
-    assert first["label"] == mnist5k.classes[int(val.labels[42])]
+    assert first["label"] == mnist5k.spec.classes[int(val.labels[42])]
 
 
 def test_model_info_comes_from_the_run(client: TestClient, trained_run: Path):
@@ -230,7 +230,7 @@ def test_predict_and_serve_give_the_same_answer_on_the_same_file(
             served = client.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
             assert served["label"] == answer["label"], path.name
             assert served["probabilities"] == pytest.approx(dict(answer["topk"]), abs=1e-6), path.name
-        assert {a["label"] for a in predicted} == {mnist5k.classes[int(val.labels[i])]}
+        assert {a["label"] for a in predicted} == {mnist5k.spec.classes[int(val.labels[i])]}
 
 
 def test_serve_refuses_a_missing_run_with_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture):

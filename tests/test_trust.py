@@ -24,6 +24,7 @@ import cnnlab
 from cnnlab.checkpoint import load_checkpoint, save_atomic
 from cnnlab.errors import UserError
 from cnnlab.inference import Predictor, load
+from cnnlab.spec import to_model_input
 from cnnlab.trust.calibration import expected_calibration_error, fit_temperature
 
 
@@ -67,20 +68,18 @@ def test_training_stores_a_temperature_and_rule_loadable_with_weights_only(train
 def test_probabilities_are_softmax_of_logits_over_the_temperature(trained_run: Path, mnist5k):
     predictor = load(trained_run)
     images = mnist5k.splits["val"].images[:64]
-    from cnnlab.data import normalize
 
-    log_probs = predictor.model(normalize(images, predictor.mean, predictor.std))
+    log_probs = predictor.model(to_model_input(predictor.spec, images))
     expected = torch.softmax(log_probs / predictor.temperature, dim=1)
     torch.testing.assert_close(predictor.probabilities(images), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_fitted_temperature_lowers_nll_and_ece_of_overconfident_scores(trained_run: Path, mnist5k):
-    from cnnlab.data import normalize
 
     predictor = load(trained_run)
     val = mnist5k.splits["val"]
     with torch.no_grad():
-        logits = 4 * predictor.model(normalize(val.images, predictor.mean, predictor.std))  # made overconfident
+        logits = 4 * predictor.model(to_model_input(predictor.spec, val.images))  # made overconfident
     t = fit_temperature(logits, val.labels)
     assert t > 2  # undoes most of the ×4
     ece_before = expected_calibration_error(torch.softmax(logits, 1), val.labels)
@@ -169,8 +168,7 @@ def test_export_applies_the_temperature_and_says_the_rule_needs_cnnlab(trained_r
     assert meta["temperature"] == predictor.temperature
     assert meta["unknown_rule"]["available"] is False and "penultimate features" in meta["unknown_rule"]["reason"]
     images = mnist5k.splits["val"].images[:8]
-    from cnnlab.data import normalize
 
-    x = normalize(images, predictor.mean, predictor.std).numpy()
+    x = to_model_input(predictor.spec, images).numpy()
     (probs,) = session.run(None, {"input": x})
     torch.testing.assert_close(torch.from_numpy(probs), predictor.probabilities(images), atol=1e-5, rtol=1e-4)

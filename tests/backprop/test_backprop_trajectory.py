@@ -35,9 +35,9 @@ def test_first_50_sgd_steps_match_core_trainer(loss: str, classes: list[str] | N
         device="cpu", dtype="float64", progress=False,
     )  # fmt: skip
     data = load_data(cfg.dataset, classes=classes)
-    num_classes = 1 if loss == "logistic" else len(data.classes)
+    num_classes = 1 if loss == "logistic" else len(data.spec.classes)
     torch.manual_seed(cfg.seed)
-    model = build_torch_model("seednet", data.in_channels, data.image_size, num_classes).double()
+    model = build_torch_model("seednet", data.spec.channels, data.spec.size, num_classes).double()
     net = from_torch(model, np.float64)  # identical float64 weights, copied before training
 
     core: list[float] = []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.data.idx import parse_header, parse_idx, read_idx
-from cnnlab.data.images import open_image, fit_image
+from cnnlab.data.images import fit_image, open_image
 from cnnlab.errors import UserError
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None)

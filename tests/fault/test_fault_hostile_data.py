@@ -68,7 +68,7 @@ def test_fifos_dangling_and_looping_links_are_skipped_with_one_warning(tmp_path:
     (root / "b" / "loop.png").symlink_to(root / "b" / "loop.png")
     (root / "b" / "linked.png").symlink_to(root / "a" / "0.png")  # a link to a regular file is an image
     data = finishes(lambda: load_image_dataset(f"folder:{root}", val_fraction=0.3), unblock=root / "a" / "x.png")
-    assert data.in_channels == 1 and sum(len(s) for s in data.splits.values()) == 7
+    assert data.spec.channels == 1 and sum(len(s) for s in data.splits.values()) == 7
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "skipped 3 " in err
     assert "a pipe" in err and "to nothing" in err and "loops" in err

@@ -170,7 +170,7 @@ def test_image_folders_skip_every_bad_file_with_a_warning_and_train(
     err = capsys.readouterr().err
     assert f"warning: skipped {len(reasons)} unreadable or non-image file(s), e.g. {root}/class3/" in err
     assert len(data.splits["train"]) + len(data.splits["val"]) == good
-    assert data.in_channels == 3  # colour images among them
+    assert data.spec.channels == 3  # colour images among them
     result = cnnlab.train(
         dataset=f"folder:{root}", epochs=1, max_steps=2, batch_size=8, out=str(tmp_path / "r"), progress=False
     )
