@@ -9,7 +9,7 @@ from cnnlab.data import Data
 from cnnlab.data.augment import LEVELS, augment, batch_generator, parse_level, shift
 from cnnlab.data.loaders import flips_allowed, make_batches
 from cnnlab.data.splits import TensorSplit
-from cnnlab.spec import ImageSpec
+from cnnlab.spec import ImageSpec, image_spec
 
 CPU = torch.device("cpu")
 
@@ -94,7 +94,7 @@ def test_tta_averages_over_flips_only_for_models_trained_with_them(tmp_path, mni
 
     torch.manual_seed(0)
     model = build_model("fastnet", 3, 16, 4).eval()
-    data = Data("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5,) * 3, (0.25,) * 3)
+    data = Data("folder:/photos", image_spec("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5,) * 3, (0.25,) * 3))
     for name, level in (("flipped", "light"), ("plain", "none")):
         cfg = TrainConfig(model="fastnet", dataset="folder:/photos", augment=level)
         save_atomic({**checkpoint_header(cfg, data), "model": model.state_dict()}, tmp_path / f"{name}.pt")

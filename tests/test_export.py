@@ -22,7 +22,7 @@ from cnnlab.data import Data
 from cnnlab.errors import UserError
 from cnnlab.export import export
 from cnnlab.models import build_model
-from cnnlab.spec import to_model_input
+from cnnlab.spec import image_spec, to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_a_logistic_model_exports_two_class_probabilities(tmp_path: Path, mnist5
     cfg = TrainConfig(loss="logistic", classes=["3", "8"])
     torch.manual_seed(0)
     model = build_model("seednet", 1, 28, 1)
-    data = Data("mnist5k", ["3", "8"], 1, 28, (0.1307,), (0.3081,))
+    data = Data("mnist5k", image_spec("mnist5k", ["3", "8"], 1, 28, (0.1307,), (0.3081,)))
     save_atomic({**checkpoint_header(cfg, data), "model": model.state_dict()}, tmp_path / "best.pt")
     predictor = cnnlab.load(tmp_path / "best.pt")
     images = mnist5k.splits["val"].images[:9]
@@ -104,7 +104,9 @@ def test_the_residual_colour_network_exports_to_onnx_and_torchscript(tmp_path: P
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
-    data = Data("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
+    data = Data(
+        "folder:/photos", image_spec("folder:/photos", ["a", "b", "c", "d"], 3, 16, (0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
+    )
     save_atomic(
         {**checkpoint_header(TrainConfig(model="resnet9"), data), "model": model.state_dict()}, tmp_path / "best.pt"
     )

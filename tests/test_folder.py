@@ -217,7 +217,7 @@ def test_classes_named_by_numbers_are_in_numeric_order(tmp_path: Path, mnist5k, 
     root = tmp_path / "d"
     write_digits(root, mnist5k, 2, classes=(2, 9))
     (root / "2").rename(root / "10")
-    assert load_data(f"folder:{root}").classes == ["9", "10"]
+    assert load_data(f"folder:{root}").spec.classes == ("9", "10")
 
 
 def test_canonical_and_display_forms_of_a_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

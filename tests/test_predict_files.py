@@ -19,6 +19,7 @@ import cnnlab
 from cnnlab.cli import main as cli_main
 from cnnlab.errors import UserError
 from cnnlab.inference import image_files, load, predict_files, write_predictions
+from cnnlab.spec import image_spec
 
 
 def save_digits(folder: Path, mnist5k, n: int, start: int = 0) -> list[Path]:
@@ -163,7 +164,7 @@ def test_onnx_backend_refuses_another_models_file(trained_run: Path, tmp_path: P
 
     other = tmp_path / "other"
     other.mkdir()
-    data = Data("mnist5k", ["3", "8"], 1, 28, (0.1307,), (0.3081,))
+    data = Data("mnist5k", image_spec("mnist5k", ["3", "8"], 1, 28, (0.1307,), (0.3081,)))
     save_atomic(
         {
             **checkpoint_header(TrainConfig(classes=["3", "8"]), data),

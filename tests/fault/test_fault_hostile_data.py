@@ -127,7 +127,8 @@ def hostile_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("esc") / "run"
     cnnlab.train(dataset="digits", epochs=1, max_steps=2, out=str(out), progress=False)
     ckpt = torch.load(out / "best.pt", weights_only=True)
-    ckpt["data"]["classes"] = [f"{HOSTILE_NAME}{i}" for i in range(len(ckpt["data"]["classes"]))]
+    hostile = [f"{HOSTILE_NAME}{i}" for i in range(len(ckpt["data"]["classes"]))]
+    ckpt["data"]["classes"] = ckpt["spec"]["classes"] = hostile  # the spec, and its copy for older readers
     path = out / "hostile.pt"
     torch.save(ckpt, path)
     return path
