@@ -126,11 +126,12 @@ def test_export_metadata_names_the_filter_and_following_it_gives_the_same_pixels
     from cnnlab.export_format import metadata
     from cnnlab.inference import Predictor
     from cnnlab.models import build_model
+    from cnnlab.spec import image_spec
 
+    spec = image_spec(f"folder:{tmp_path}", ["a", "b", "c"], 3, 32, (0.5,) * 3, (0.25,) * 3)
     predictor = Predictor(
-        build_model("seednet", 3, 32, 3), ["a", "b", "c"], 3, 32, (0.5,) * 3, (0.25,) * 3,
-        TrainConfig(dataset=f"folder:{tmp_path}"), tmp_path / "best.pt",
-    )  # fmt: skip
+        build_model("seednet", 3, 32, 3), spec, TrainConfig(dataset=f"folder:{tmp_path}"), tmp_path / "best.pt"
+    )
     image = metadata(predictor)["image"]
     assert (image["recipe"], image["filter"], image["antialias"], image["align_corners"]) == (
         "resize", "bilinear", True, False,
