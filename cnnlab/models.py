@@ -316,18 +316,19 @@ def set_trainable(model: nn.Module, head_only: bool) -> None:
 @dataclass(frozen=True)
 class WeightsPreprocessing:
     """How torchvision's pretrained weights expect their images: shorter side resized to ``resize``,
-    centre crop ``crop``, then normalised with ``mean`` and ``std``; ``min_size`` the smallest input."""
+    centre crop of ``size`` (their crop), then normalised with ``mean`` and ``std``; ``min_size`` the
+    smallest input. :func:`cnnlab.assembly.training_data` turns it into the run's :class:`~cnnlab.spec.ImageSpec`."""
 
-    crop: int
+    size: int
     resize: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     min_size: int
 
     def for_size(self, size: int | None) -> tuple[int, int]:
-        """(crop, resize) for ``--image-size`` ``size`` (default: the weights' own), same proportions."""
-        crop = size or self.crop
-        return crop, max(crop, round(crop * self.resize / self.crop))
+        """(size, resize) for ``--image-size`` ``size`` (default: the weights' own crop), same proportions."""
+        size = size or self.size
+        return size, max(size, round(size * self.resize / self.size))
 
 
 def default_weights(name: str) -> Any:
@@ -341,7 +342,7 @@ def weights_preprocessing(name: str) -> WeightsPreprocessing:
     weights = default_weights(name)
     t = weights.transforms()
     return WeightsPreprocessing(
-        crop=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(t.mean), std=tuple(t.std),
+        size=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(t.mean), std=tuple(t.std),
         min_size=int(max(weights.meta.get("min_size", (1, 1)))),
     )  # fmt: skip
 

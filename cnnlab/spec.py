@@ -46,13 +46,15 @@ class ImageSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: int | None = None
-    recipe: str = "resize"
+    recipe: str = ""  # "": crop with a resize, else resize
     box: int = 0  # 0: the recipe's natural box (size for resize, resize for crop)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not self.recipe:
+            object.__setattr__(self, "recipe", "resize" if self.resize is None else "crop")
         if not self.box:
             object.__setattr__(self, "box", self.resize if self.recipe == "crop" and self.resize else self.size)
         if self.recipe not in RECIPES:

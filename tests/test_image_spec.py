@@ -48,6 +48,8 @@ def test_the_recipe_is_decided_once_from_the_data():
     assert (crop.recipe, crop.resize, crop.box) == ("crop", 37, 37)
     assert own.recipe == "resize"
     assert digit.preprocessing.describe()["box"] == 20 and crop.preprocessing.recipe == "crop"
+    assert ImageSpec(("a", "b"), 3, 32, (0.5,) * 3, (0.2,) * 3, resize=40).preprocessing.describe()["box"] == 40
+    assert ImageSpec(("a", "b"), 1, 28, (0.5,), (0.2,)).preprocessing.recipe == "resize"  # no recipe given
     with pytest.raises(ValueError, match="one value per channel"):
         ImageSpec(("a",), 3, 32, (0.5,), (0.5,))
 
