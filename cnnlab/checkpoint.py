@@ -218,14 +218,17 @@ def _trust_ok(trust: Any) -> bool:
 
 def _spec_ok(ckpt: dict[str, Any]) -> bool:
     """The image spec (:func:`cnnlab.spec.spec_from_checkpoint`: the ``spec`` entry, or for older checkpoints
-    ``arch`` and ``data``) can be built and agrees with the model's input shape in ``arch``."""
+    ``arch`` and ``data``) can be built and agrees with the model in ``arch``: its input shape, and one output
+    per class (one logit for two classes: ``--loss logistic``)."""
     try:
         spec = spec_from_checkpoint(ckpt)
     except (KeyError, TypeError, ValueError, AttributeError):
         return False
     arch = ckpt["arch"]
+    outputs = arch["num_outputs"]
     return (
         (spec.channels, spec.size) == (arch["in_channels"], arch["image_size"])
+        and (outputs == spec.num_classes or (outputs, spec.num_classes) == (1, 2))
         and (spec.resize is None or _int_in(spec.resize, 4, 4096))
         and 1 <= spec.box <= 4096
     )

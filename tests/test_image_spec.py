@@ -129,6 +129,10 @@ def test_a_spec_that_contradicts_the_model_is_refused(old_run: Path, tmp_path: P
     torch.save({**ckpt, "spec": {**colour.to_dict(), "channels": "1"}}, tmp_path / "worse.pt")
     with pytest.raises(UserError, match="damaged checkpoint: 'spec'"):
         cnnlab.load(tmp_path / "worse.pt")
+    fewer = dataclasses.replace(spec_from_checkpoint(ckpt), classes=("0", "1", "2"))  # ten outputs, three names
+    torch.save({**ckpt, "spec": fewer.to_dict()}, tmp_path / "fewer.pt")
+    with pytest.raises(UserError, match="damaged checkpoint: 'spec'"):
+        cnnlab.load(tmp_path / "fewer.pt")
 
 
 def test_serve_and_the_onnx_export_describe_and_answer_with_the_same_spec(
