@@ -267,12 +267,11 @@ class OnnxModel:
         return cls(target)
 
     def check_matches(self, predictor: Predictor) -> None:
-        """Refuse an ONNX file exported from another model: other classes, input or preprocessing."""
-        image, own = self.metadata.get("image", {}), predictor.preprocessing.describe()
-        keys = ("recipe", "channels", "size", "box")
-        if self.metadata.get("classes") != list(predictor.spec.classes) or any(image.get(k) != own[k] for k in keys):
+        """Refuse an ONNX file exported from another model: another spec (classes, input shape, mean and std,
+        or preprocessing)."""
+        if self.spec != predictor.spec:
             raise UserError(
-                f"{self.path} was exported from another model (its classes or preprocessing differ from "
+                f"{self.path} was exported from another model (its classes, normalisation or preprocessing differ from "
                 f"{predictor.path}'s); export this run: cnnlab export RUN --format onnx"
             )
 

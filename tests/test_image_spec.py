@@ -157,3 +157,20 @@ def test_serve_and_the_onnx_export_describe_and_answer_with_the_same_spec(
     assert spec_from_export(onnx.metadata) == predictor.spec
     assert {k: onnx.metadata[k] for k in described} == json.loads(json.dumps(described))
     assert torch.allclose(onnx.probabilities(digits), predictor.probabilities(digits), atol=1e-5)
+
+
+def test_the_onnx_backend_refuses_an_export_normalised_otherwise(old_run: Path, tmp_path: Path, digits: torch.Tensor):
+    """Same classes, shape and recipe but another mean and std: the file would be fed differently, so it is
+    another model's export."""
+    from cnnlab.export import export
+
+    exported = export(old_run, "onnx", tmp_path / "m.onnx")
+    same = cnnlab.load(old_run, backend="onnx", onnx=exported)
+    assert torch.allclose(same.probabilities(digits), cnnlab.load(old_run).probabilities(digits), atol=1e-5)
+    ckpt = torch.load(old_run / "best.pt", weights_only=True)
+    spec = dataclasses.replace(spec_from_checkpoint(ckpt), mean=(0.5,), std=(0.25,))
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save({**ckpt, "spec": spec.to_dict()}, other / "best.pt")
+    with pytest.raises(UserError, match="exported from another model"):
+        cnnlab.load(other, backend="onnx", onnx=exported)
