@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from cnnlab import engine
+from cnnlab import assembly, engine
 from cnnlab.assembly import model_for, seed_everything
 from cnnlab.bench.data import synthetic_data
 from cnnlab.config import TrainConfig
@@ -54,10 +54,10 @@ def time_variant(name: str, data, base: TrainConfig, steps: int) -> float:
     threads_before = torch.get_num_threads()
     if "threads" in extra:
         torch.set_num_threads(int(extra["threads"]))
-    make_optimizer = engine.make_optimizer
+    make_optimizer = assembly.make_optimizer
     if "foreach" in extra:
 
-        def make_optimizer(model, cfg, _base=engine.make_optimizer):  # noqa: ANN001, ANN202
+        def make_optimizer(model, cfg, _base=assembly.make_optimizer):  # noqa: ANN001, ANN202
             optimizer = _base(model, cfg)
             for group in optimizer.param_groups:
                 group["foreach"] = extra["foreach"]
@@ -71,12 +71,12 @@ def time_variant(name: str, data, base: TrainConfig, steps: int) -> float:
 
     seed_everything(cfg.seed)
     model = model_for(cfg, data)
-    saved = engine.make_optimizer
-    engine.make_optimizer = make_optimizer
+    saved = assembly.make_optimizer  # run_parts builds fit's optimiser
+    assembly.make_optimizer = make_optimizer
     try:
         engine.fit(model, data, cfg, on_step=on_step)
     finally:
-        engine.make_optimizer = saved
+        assembly.make_optimizer = saved
         torch.set_num_threads(threads_before)
     return 1e3 * (marks[steps] - marks[WARMUP]) / (steps - WARMUP)
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from cnnlab.assembly import model_for, seed_everything
+from cnnlab.assembly import make_loss, model_for, seed_everything
 from cnnlab.config import TrainConfig, validate
 from cnnlab.data import load_data, make_batches
-from cnnlab.engine import evaluate, fit, make_loss
+from cnnlab.engine import evaluate, fit
 from cnnlab.models import count_parameters
 from cnnlab.recipes import FAST as FAST_RECIPE
 

@@ -1,4 +1,4 @@
-"""The training loop, evaluation, and the optimiser/schedule factories.
+"""The training loop and evaluation; what the loop trains with is built by :func:`cnnlab.assembly.run_parts`.
 
 Read :func:`fit` top to bottom: batches → forward → loss → backward → step, then validation,
 a metrics row and checkpoints at the end of each epoch. Loss and accuracy are summed on the device
@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # text bar everywhere: a Jupyter widget bar would not survive in a saved notebook
 
+from cnnlab.assembly import make_optimizer, run_parts, total_steps
 from cnnlab.checkpoint import rng_state, save_atomic, set_rng_state
 from cnnlab.config import TrainConfig
-from cnnlab.data import Data, make_batches
-from cnnlab.data.loaders import balanced_sample_weights, flips_allowed
+from cnnlab.data import Data
 from cnnlab.env import resolve_device
 from cnnlab.errors import Diverged, Interrupted, UserError
-from cnnlab.losses import LN2, get_loss, predictions
-from cnnlab.models import layer_groups, set_trainable
+from cnnlab.losses import LN2, predictions
+from cnnlab.models import set_trainable
 
 SYNC_EVERY = 25
 T = TypeVar("T")
@@ -124,105 +123,6 @@ class TrainState:
     def rows(self) -> list[dict[str, Any]]:
         """Finished epochs, plus the epoch cut short by ``max_steps`` if any."""
         return self.history + ([self.partial] if self.partial else [])
-
-
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``--balance weights``: per class w_c = N / (K · n_c), N samples, K classes, n_c samples of class c
-    (a class without samples gets 0). With every class present the weights average to 1 over the
-    samples, so the loss keeps its scale while each class counts as much as every other in total."""
-    counts = torch.bincount(labels, minlength=num_classes).double()
-    weights = len(labels) / (num_classes * counts)
-    return torch.where(counts > 0, weights, torch.zeros_like(weights))
-
-
-def balancing(
-    cfg: TrainConfig, data: Data, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``--balance``: (class weights for the training loss, on ``device`` in ``dtype``; per-sample weights
-    for each epoch's draw), each None where that balancing is not used."""
-    labels = data.splits["train"].labels
-    if cfg.balance == "weights":
-        return class_weights(labels, data.spec.num_classes).to(device, dtype), None
-    if cfg.balance == "sampler":
-        return None, balanced_sample_weights(labels)
-    return None, None
-
-
-def make_loss(
-    cfg: TrainConfig, class_weights: torch.Tensor | None = None
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss ``cfg`` names. With ``class_weights`` (``nll`` or ``ce``) the class-weighted mean
-    E = Σ_n w_(y_n) ℓ_n / Σ_n w_(y_n) of the per-sample losses ℓ_n (label smoothing included).
-
-    Not torch's ``cross_entropy(weight=, label_smoothing=)``: it weights the smoothing term of every
-    sample by the weights of all the *other* classes, Σ_c w_c · (ε/K) · (−log p_c), which pulls every
-    prediction towards the rarest classes; with ``--recipe fast --balance weights`` on a small
-    unbalanced folder that term dominated and the model predicted minority classes (21 % accuracy)."""
-    if class_weights is not None:
-        if cfg.loss not in ("nll", "ce"):
-            raise UserError(f"--balance weights works with --loss nll or ce, not {cfg.loss}; use --balance sampler")
-        smoothing = cfg.label_smoothing if cfg.loss == "ce" else 0.0
-
-        def weighted(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            per_sample = F.cross_entropy(output, target, reduction="none", label_smoothing=smoothing)
-            w = class_weights[target]
-            return (w * per_sample).sum() / w.sum()
-
-        return weighted
-    if cfg.label_smoothing:
-        return lambda output, target: F.cross_entropy(output, target, label_smoothing=cfg.label_smoothing)
-    return get_loss(cfg.loss)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (with ``momentum=0`` exactly Δw = −α ∂E/∂w), Adam, AdamW or Adadelta.
-
-    Each updates all its tensors with one multi-tensor ("foreach") kernel per operation, also on the
-    CPU where torch would loop over them in Python: the same numbers, bit for bit, in less time.
-
-    With ``cfg.lr_mult`` below 1 the layers train at discriminative rates (:func:`layer_groups`): the
-    last group (the head) at ``lr``, each group before it at ``lr_mult`` times the next one's."""
-    params: Any = model.parameters()
-    if cfg.lr_mult != 1.0:
-        groups = layer_groups(model)
-        params = [{"params": g, "lr": cfg.lr * cfg.lr_mult ** (len(groups) - 1 - i)} for i, g in enumerate(groups)]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
-            foreach=True,
-        )  # fmt: skip
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    raise UserError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total: int | None = None
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step schedule over ``total`` steps (default :func:`total_steps`): constant, ×gamma each
-    epoch, cosine to zero, or one-cycle."""
-    total = total or total_steps(cfg, steps_per_epoch)
-    lr_sched = torch.optim.lr_scheduler
-    if cfg.schedule == "step":
-        return lr_sched.StepLR(optimizer, step_size=steps_per_epoch, gamma=cfg.gamma)
-    if cfg.schedule == "cosine":
-        return lr_sched.CosineAnnealingLR(optimizer, T_max=total)
-    if cfg.schedule == "onecycle" and total >= 2:  # (one step has no cycle: it keeps the constant rate)
-        cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
-        peaks = [group["lr"] for group in optimizer.param_groups]  # --lr-mult: each group its own peak
-        warm_up = max(0.25, 1.5 / total)  # a quarter of the steps; a few steps more in very short runs
-        return lr_sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=warm_up, cycle_momentum=cycle)
-    return lr_sched.LambdaLR(optimizer, lambda _: 1.0)
-
-
-def total_steps(cfg: TrainConfig, steps_per_epoch: int, plan: dict[str, Any] | None = None) -> int:
-    """The run's length in optimiser steps: its epochs, cut by ``--max-steps`` and by a ``--time-limit`` plan."""
-    total = cfg.epochs * steps_per_epoch
-    return min(total, cfg.max_steps or total, plan["steps"] if plan else total)
 
 
 def _length_reason(cfg: TrainConfig, plan: dict[str, Any] | None, total: int) -> str:
@@ -326,16 +226,6 @@ def evaluate(model: nn.Module, batches: Any, loss_fn: Callable, keep_outputs: bo
     return result
 
 
-EVAL_BATCH = 1000  # images per evaluation batch (at least): no gradients, so memory allows more
-
-
-def eval_batches(data: Data, split: str, cfg: TrainConfig, model: nn.Module, **options: Any) -> Any:
-    """The batches that evaluate ``model`` on ``data``'s ``split``, on the model's device and dtype."""
-    first = next(model.parameters())
-    size = max(cfg.batch_size, EVAL_BATCH)
-    return make_batches(data.splits[split], data, size, first.device, dtype=first.dtype, **options)
-
-
 def fit(
     model: nn.Module,
     data: Data,
@@ -358,29 +248,19 @@ def fit(
     is saved and :class:`Interrupted` raised. ``world`` is the job this process is part of (default:
     one process on ``cfg.device``; see :func:`cnnlab.distributed.join`).
 
-    ``cfg.balance``: ``weights`` weights the training loss by :func:`class_weights`, ``sampler`` draws
+    ``cfg.balance``: ``weights`` weights the training loss by :func:`cnnlab.assembly.class_weights`, ``sampler`` draws
     each epoch's samples ∝ 1/class size (:func:`cnnlab.data.loaders.epoch_order`); validation stays
     the plain mean either way. ``cfg.freeze``: the first ``freeze`` epochs train only the head.
     """
     fit_started = time.perf_counter()
     world = world or World(resolve_device(cfg.device))
     device, progress = world.device, cfg.progress and world.is_main
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    dtype = next(model.parameters()).dtype
-    weighted, sample_weights = balancing(cfg, data, device, dtype)
-    loss_fn = world.shard_loss(make_loss(cfg, weighted))  # training: class-weighted with --balance weights
-    val_loss_fn = world.shard_loss(make_loss(cfg))  # validation: the plain mean, comparable across runs
-    shard = dict(channels_last=cfg.channels_last, rank=world.rank, world_size=world.size)
-    train_batches = make_batches(
-        data.splits["train"], data, cfg.batch_size * world.size, device,  # --batch-size is per process
-        dtype=dtype, shuffle=True, seed=cfg.seed, augment=cfg.augment, sample_weights=sample_weights,
-        flips=flips_allowed(data.name, cfg.augment, cfg.hflip, data.spec.channels), **shard,
-    )  # fmt: skip
-    val_batches = eval_batches(data, "val", cfg, model, **shard)
+    parts = run_parts(cfg, data, model, device, rank=world.rank, world_size=world.size)
+    train_batches, val_batches, optimizer = parts.train_batches, parts.val_batches, parts.optimizer
+    if val_batches is None:
+        raise ValueError("fit validates on data.splits['val'], which this Data lacks")
+    loss_fn, val_loss_fn = world.shard_loss(parts.loss_fn), world.shard_loss(parts.val_loss_fn)
     weights = world.loss_weights(train_batches.n, train_batches.batch_size)
-    optimizer = make_optimizer(model, cfg)
     plan = resume.get("plan") if resume is not None else None  # a resumed run keeps its plan: never re-measured
     if plan is None and cfg.time_limit is not None and total_steps(cfg, len(train_batches)) > sum(PROBE_STEPS):
         plan = plan_steps(model, cfg, world, train_batches, val_batches, loss_fn)
@@ -394,7 +274,7 @@ def fit(
                 )  # fmt: skip
     total = total_steps(cfg, len(train_batches), plan)
     epochs = min(cfg.epochs, -(-total // len(train_batches)))  # the last epoch the run reaches
-    scheduler = make_scheduler(optimizer, cfg, len(train_batches), total)
+    scheduler = parts.scheduler(total)
     state = TrainState(plan=plan)
     if resume is not None:
         state = _restore(resume, model, optimizer, scheduler, world.is_main)
@@ -403,7 +283,7 @@ def fit(
     forward = world.wrap(model)  # DDP averages gradients; `model` stays unwrapped
     if cfg.compile or cfg.compile_mode != "default":  # reduce-overhead replays CUDA graphs: no launch per kernel
         forward = torch.compile(forward, mode=cfg.compile_mode)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    autocast = parts.autocast
     writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and world.is_main else None
     watch = NonFiniteWatch(world)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
+from cnnlab.assembly import eval_batches, make_loss
 from cnnlab.data import Data, TensorSplit, default_split, load_data
 from cnnlab.data.registry import is_file_dataset
 from cnnlab.data.splits import FileSplit
-from cnnlab.engine import eval_batches, make_loss
 from cnnlab.engine import evaluate as evaluate_batches
 from cnnlab.errors import UserError
 from cnnlab.inference import Predictor, load, read_images, warn_stderr

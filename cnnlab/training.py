@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from cnnlab import runs
-from cnnlab.assembly import checkpoint_header, model_for, seed_everything, training_data
+from cnnlab.assembly import checkpoint_header, eval_batches, make_loss, model_for, seed_everything, training_data
 from cnnlab.checkpoint import load_checkpoint, resume_point, stored_config
 from cnnlab.config import RESUME_OVERRIDES, TrainConfig, validate
 from cnnlab.data import Data
 from cnnlab.data.registry import canonical_dataset, describe
 from cnnlab.distributed import join
-from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, eval_batches, evaluate, fit, make_loss
+from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, evaluate, fit
 from cnnlab.errors import UserError
 from cnnlab.models import ensure_weights, weights_file
 from cnnlab.recipes import Choice, describe_length, resolve, size_to_data
@@ -251,7 +251,13 @@ def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, 
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model"])
     val = evaluate(model, eval_batches(data, "val", cfg, model), make_loss(cfg), keep_outputs=True)
-    trust.fit_run(run_dir / "best.pt", model, data, cfg)  # temperature and unknown rule, stored in best.pt
+    trust.fit_run(  # temperature and unknown rule, stored in best.pt
+        run_dir / "best.pt",
+        model,
+        eval_batches(data, "train", cfg, model),
+        eval_batches(data, "val", cfg, model),
+        cfg.unknown_keep,
+    )
     matrix = confusion_matrix(val["outputs"], val["labels"], data.spec.num_classes)
     plots.plot_confusion(
         matrix,

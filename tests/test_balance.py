@@ -15,11 +15,12 @@ from conftest import make_image_folder
 from PIL import Image
 
 import cnnlab
+from cnnlab.assembly import class_weights, make_loss
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.data import Data, TensorSplit, epoch_order, load_data, make_batches
 from cnnlab.data.loaders import balanced_sample_weights
-from cnnlab.engine import class_weights, fit, make_loss
+from cnnlab.engine import fit
 from cnnlab.errors import UserError
 from cnnlab.models import build_model, head_parameters
 from cnnlab.spec import to_model_input

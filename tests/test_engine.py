@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import cnnlab
+from cnnlab.assembly import make_optimizer, make_scheduler
 from cnnlab.config import TrainConfig
 from cnnlab.data import epoch_order
-from cnnlab.engine import fit, make_optimizer, make_scheduler
+from cnnlab.engine import fit
 from cnnlab.errors import UserError
 from cnnlab.models import build_model
 from cnnlab.spec import to_model_input

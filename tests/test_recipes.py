@@ -70,7 +70,7 @@ def test_photos_sizes_its_length_from_the_number_of_images():
 @pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 6, 8])
 def test_one_cycle_works_for_runs_of_a_few_steps(total: int):
     """A time limit or --max-steps can make a one-cycle run very short (4 steps: a CIFAR smoke run)."""
-    from cnnlab.engine import make_optimizer, make_scheduler
+    from cnnlab.assembly import make_optimizer, make_scheduler
     from cnnlab.models import build_model
 
     cfg = TrainConfig(**{**FAST, "max_steps": total})

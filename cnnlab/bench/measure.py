@@ -232,8 +232,9 @@ def _fast_recipe(cfg: TrainConfig, data: Data, target: torch.device) -> tuple[Si
 
 def _fast_recipe_on_mnist(cfg: TrainConfig, mnist_test_dir: str | Path, target: torch.device) -> float:
     """``--recipe fast`` trained on mnist5k, scored on the official MNIST test set."""
+    from cnnlab.assembly import eval_batches, make_loss
     from cnnlab.data import load_data
-    from cnnlab.engine import eval_batches, evaluate, make_loss
+    from cnnlab.engine import evaluate
 
     _, model = _fast_recipe(cfg, load_data("mnist5k"), target)
     test = load_data("mnist", mnist_test_dir, ("test",), download=False)

@@ -128,13 +128,11 @@ def conv_seconds_per_step(
     ``rounds`` rounds of ``repeats`` steps is kept: a floor for these kernels on this machine,
     whatever loop calls them.
     """
-    from cnnlab.data import make_batches
+    from cnnlab.assembly import run_parts
 
-    probe = copy.deepcopy(model).to(device).train()
-    if cfg.channels_last:
-        probe.to(memory_format=torch.channels_last)
-    batches = make_batches(data.splits["train"], data, cfg.batch_size, device, channels_last=cfg.channels_last)
-    x, _ = next(iter(batches.batches()))
+    parts = run_parts(cfg, data, copy.deepcopy(model), device)  # placed and fed as the trainer does
+    probe = parts.model.train()
+    x, _ = next(iter(parts.train_batches.batches()))
     convs = [m for m in probe.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         return 0.0
@@ -148,7 +146,7 @@ def conv_seconds_per_step(
         probe(x)
     for hook in hooks:
         hook.remove()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)  # as the trainer runs them
+    autocast = parts.autocast  # as the trainer runs them
     work = []
     for conv in convs:
         is_data = inputs[conv].data_ptr() == x.data_ptr()  # the data needs no gradient

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnlab.assembly import EVAL_BATCH
 from cnnlab.bench.probes import SideResult
 from cnnlab.config import TrainConfig
 from cnnlab.data import Data, TensorSplit, epoch_order
-from cnnlab.engine import EVAL_BATCH
 
 
 class TutorialDataset(Dataset):

@@ -21,8 +21,8 @@ def out_of_fold_probabilities(pool: Pool, cfg: TrainConfig, folds: int, progress
 
     from sklearn.model_selection import StratifiedKFold
 
-    from cnnlab.assembly import model_for, seed_everything
-    from cnnlab.engine import eval_batches, evaluate, fit, make_loss
+    from cnnlab.assembly import eval_batches, make_loss, model_for, seed_everything
+    from cnnlab.engine import evaluate, fit
 
     labels = pool.labels
     smallest = int(torch.bincount(labels, minlength=pool.data.spec.num_classes).min())

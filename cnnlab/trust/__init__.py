@@ -37,15 +37,14 @@ def fit_trust(
     return {"temperature": temperature, "rule": rule.state()}
 
 
-def fit_run(checkpoint: Path, model: nn.Module, data: Any, cfg: Any) -> dict[str, Any] | None:
-    """Fit the temperature and rule for ``model`` (holding ``checkpoint``'s weights) on ``data`` and
-    store them in ``checkpoint`` (rewritten atomically)."""
+def fit_run(
+    checkpoint: Path, model: nn.Module, train_batches: Any, val_batches: Any, keep: float
+) -> dict[str, Any] | None:
+    """Fit the temperature and rule for ``model`` (holding ``checkpoint``'s weights) on its training and
+    validation batches and store them in ``checkpoint`` (rewritten atomically)."""
     from cnnlab.checkpoint import load_checkpoint, save_atomic
-    from cnnlab.engine import eval_batches
 
-    state = fit_trust(
-        model, eval_batches(data, "train", cfg, model), eval_batches(data, "val", cfg, model), cfg.unknown_keep
-    )
+    state = fit_trust(model, train_batches, val_batches, keep)
     if state is None:
         return None
     ckpt = load_checkpoint(checkpoint)

@@ -30,11 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.assembly import model_for, training_data
+from cnnlab.assembly import model_for, run_parts, training_data
 from cnnlab.checkpoint import rng_state, set_rng_state
 from cnnlab.config import MAX_FACTOR, TrainConfig, validate
-from cnnlab.data import make_batches
-from cnnlab.engine import balancing, make_loss, make_optimizer
 from cnnlab.env import resolve_device
 from cnnlab.errors import UserError
 
@@ -107,26 +105,16 @@ def _check_range(start: float, end: float, steps: int, explode: float) -> None:
 def _range_test(
     cfg: TrainConfig, start: float, end: float, steps: int, explode: float
 ) -> tuple[list[float], list[float], str]:
-    """Train with the growing rate; return the rates, the raw losses and why it stopped."""
-    device = resolve_device(cfg.device)
+    """Train with the growing rate; return the rates, the raw losses and why it stopped. The model,
+    batches, optimiser, loss and autocast are those ``cnnlab train`` builds (:func:`run_parts`)."""
     data = training_data(cfg, ("train",))
-    model = model_for(cfg, data).to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    dtype = next(model.parameters()).dtype
-    class_weights, sample_weights = balancing(cfg, data, device, dtype)  # --balance, as training does
-    batches = make_batches(
-        data.splits["train"], data, cfg.batch_size, device, shuffle=True, seed=cfg.seed, augment=cfg.augment,
-        dtype=dtype, channels_last=cfg.channels_last, sample_weights=sample_weights,
-    )  # fmt: skip
-    optimizer = make_optimizer(model, cfg)
-    loss_fn = make_loss(cfg, class_weights)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    parts = run_parts(cfg, data, model_for(cfg, data), resolve_device(cfg.device))
+    model, optimizer, loss_fn, autocast = parts.model, parts.optimizer, parts.loss_fn, parts.autocast
     model.train()
     lrs: list[float] = []
     raw: list[float] = []
     smoothed = SmoothedLoss()
-    for x, y in _endless(batches):
+    for x, y in _endless(parts.train_batches):
         lr = start * (end / start) ** (len(lrs) / (steps - 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
