@@ -1,8 +1,12 @@
 """The run directory: everything one training run leaves behind.
 
 ``config.json`` (every option, class names, versions, and ``status``: running, finished,
-interrupted or failed), ``metrics.csv`` (one row per epoch), ``last.pt`` and ``best.pt``,
-``curves.png`` and ``confusion.png``. A run that did not finish says so in ``config.json``.
+interrupted, failed, or pruned by a sweep), ``metrics.csv`` (one row per epoch), ``last.pt`` and
+``best.pt``, ``curves.png`` and ``confusion.png``. A run that did not finish says so in ``config.json``.
+
+The run's lifecycle is written here for both engines (``cnnlab train`` and ``cnnlab backprop train``):
+:func:`start_run` → ``running``; then :func:`finish_run` → ``finished``, or :func:`fail_run` →
+``interrupted`` (Ctrl-C: its checkpoints can be resumed) or ``failed`` (with the ``error``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.atomic import check_writable, write_atomic
-from cnnlab.errors import UserError
+from cnnlab.errors import Diverged, Interrupted, UserError
 
+RUNNING, FINISHED, INTERRUPTED, FAILED, PRUNED = "running", "finished", "interrupted", "failed", "pruned"
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
 
 
@@ -89,9 +94,47 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def set_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """Rewrite ``config.json`` with ``status`` and the fields in ``extra``."""
     payload = read_config(run_dir)
     payload.update(status=status, **extra)
     write_text_atomic(run_dir / "config.json", json.dumps(payload, indent=2) + "\n")
+
+
+def start_run(run_dir: Path, config: dict[str, Any], **extra: Any) -> None:
+    """A run begins: ``config.json`` with its options (``config``), ``extra`` and status ``running``."""
+    write_config(run_dir, config, RUNNING, **extra)
+
+
+def finish_run(run_dir: Path, result: dict[str, Any]) -> None:
+    """A run ended as planned: status ``finished``, with its ``result`` (accuracies, steps, seconds)."""
+    set_status(run_dir, FINISHED, result=result)
+
+
+def fail_run(run_dir: Path, exc: BaseException) -> str:
+    """Record why a run stopped early and return its status: ``interrupted`` for Ctrl-C
+    (:class:`~cnnlab.errors.Interrupted` or ``KeyboardInterrupt``; the checkpoints say how far it got),
+    ``failed`` for anything else, with the ``error`` (a :class:`~cnnlab.errors.Diverged` run's message
+    as is, else the exception's type and message)."""
+    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        set_status(run_dir, INTERRUPTED)
+        return INTERRUPTED
+    mark_failed(run_dir, str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}")
+    return FAILED
+
+
+def mark_failed(run_dir: Path, error: str) -> None:
+    """Status ``failed``, with ``error`` saying why."""
+    set_status(run_dir, FAILED, error=error)
+
+
+def prune_run(run_dir: Path, epoch: int) -> None:
+    """A sweep stopped the run after ``epoch``, its validation accuracy below the other trials': status ``pruned``."""
+    set_status(run_dir, PRUNED, pruned_at_epoch=epoch)
+
+
+def is_running(run_dir: Path) -> bool:
+    """Whether ``config.json`` still says ``running`` (the run is training, or its process was killed)."""
+    return read_config(run_dir).get("status") == RUNNING
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:

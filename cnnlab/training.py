@@ -22,7 +22,7 @@ from cnnlab.config import RESUME_OVERRIDES, TrainConfig, validate
 from cnnlab.data import Data
 from cnnlab.data.registry import canonical_dataset, describe
 from cnnlab.distributed import join
-from cnnlab.engine import SYNC_EVERY, Diverged, Interrupted, TrainState, evaluate, fit
+from cnnlab.engine import SYNC_EVERY, Interrupted, TrainState, evaluate, fit
 from cnnlab.errors import UserError
 from cnnlab.models import ensure_weights, weights_file
 from cnnlab.recipes import Choice, describe_length, resolve, size_to_data
@@ -87,9 +87,7 @@ def train(
         run_dir = world.run_on_main(lambda: runs.create_run_dir(out, overwrite))
         cfg = cfg.replace(out=str(run_dir))
     if world.is_main:
-        runs.write_config(
-            run_dir, cfg.to_dict(), "running", classes=list(data.spec.classes), world_size=world.size, **notes
-        )
+        runs.start_run(run_dir, cfg.to_dict(), classes=list(data.spec.classes), world_size=world.size, **notes)
         if cfg.progress:
             _announce(data, ckpt, notes.get("pretrained_weights"))
             if choice is not None:
@@ -109,8 +107,10 @@ def train(
             should_stop=world.agreed(stop_requested, every=SYNC_EVERY),
         )  # fmt: skip
     except BaseException as exc:
+        if isinstance(exc, Interrupted):
+            exc.run_dir = run_dir  # for the "resume with" hint
         if world.is_main:
-            _mark_stopped(run_dir, exc)
+            runs.fail_run(run_dir, exc)  # interrupted (resumable from its last checkpoint) or failed
         raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -121,8 +121,8 @@ def train(
         if stop_requested():
             raise KeyboardInterrupt
         return _finish_run(run_dir, state, model, data, cfg)
-    except KeyboardInterrupt:
-        runs.set_status(run_dir, "interrupted")
+    except KeyboardInterrupt as exc:
+        runs.fail_run(run_dir, exc)
         stopped = Interrupted("stopped after training, before the final pictures; the checkpoints are complete")
         stopped.run_dir = run_dir
         raise stopped from None
@@ -227,19 +227,6 @@ def _announce(data: Data, ckpt: dict[str, Any] | None, weights: str | None = Non
         print(f"resuming at epoch {ckpt['epoch']}, step {ckpt['step']}", flush=True)
 
 
-def _mark_stopped(run_dir: Path, exc: BaseException) -> None:
-    """Record in ``config.json`` why training stopped (the checkpoints say how far it got)."""
-    if isinstance(exc, Interrupted):
-        exc.run_dir = run_dir  # for the "resume with" hint
-        runs.set_status(run_dir, "interrupted")
-    elif isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: no checkpoint now, the last one stays
-        runs.set_status(run_dir, "interrupted")
-    elif isinstance(exc, Diverged):
-        runs.set_status(run_dir, "failed", error=str(exc))
-    else:
-        runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
-
-
 def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, cfg: TrainConfig) -> TrainResult:
     """Write the final metrics, curves and confusion matrix (of ``best.pt``) and mark the run finished."""
     from cnnlab import plots, trust  # matplotlib and torchmetrics load only when pictures are drawn
@@ -275,7 +262,7 @@ def _finish_run(run_dir: Path, state: TrainState, model: nn.Module, data: Data, 
         "plan": state.plan,  # --time-limit: the planned steps and the measured speed they come from
         "train_seconds": state.seconds,
     }
-    runs.set_status(run_dir, "finished", result=result)
+    runs.finish_run(run_dir, result)
     return TrainResult(run_dir, history, state.best_val_acc, model)
 
 

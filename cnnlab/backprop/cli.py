@@ -76,69 +76,62 @@ def train_config(args: argparse.Namespace) -> Any:
 
 
 def _validate_train(cfg: Any) -> None:
+    """``cnnlab train``'s own checks (:func:`cnnlab.config.validate`), so that best.pt loads like any
+    run's, plus the one this engine adds: a loss it implements."""
     from cnnlab.config import validate
 
-    checks = [
-        (cfg.epochs >= 1, f"--epochs must be at least 1 (got {cfg.epochs})"),
-        (cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})"),
-        (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1) (got {cfg.momentum})"),
-        (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
-        (cfg.loss in LOSS_NAMES, f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSS_NAMES)}"),
-        (
-            cfg.loss != "logistic" or len(cfg.classes) == 2,
-            "--loss logistic needs a two-class task: pass --classes A,B",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
-    validate(cfg)  # everything else a TrainConfig must satisfy, so that best.pt loads like any run's
+    validate(cfg)
+    if cfg.loss not in LOSS_NAMES:
+        raise UserError(f"the NumPy engine has no --loss {cfg.loss}; choose one of: {', '.join(LOSS_NAMES)}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train with the NumPy engine and write a run directory like ``cnnlab train`` does: config.json
     (options + status), metrics.csv, curves.png, weights.npz (the NumPy weights) and best.pt (the
-    same weights in a torch checkpoint, so eval, predict, export and serve work on the run)."""
+    same weights in a torch checkpoint, so eval, predict, export and serve work on the run).
+
+    What the run is made of comes from :mod:`cnnlab.assembly`, as for ``cnnlab train``: the data the
+    options choose (:func:`~cnnlab.assembly.training_data`), the seed (:func:`~cnnlab.assembly.seed_everything`)
+    and the initial model (:func:`~cnnlab.assembly.model_for`, copied into NumPy), so both engines start
+    from the same weights; its status (running, finished, failed, interrupted) is written by :mod:`cnnlab.runs`.
+    The optimiser is the engine's own NumPy SGD: torch's cannot update NumPy arrays."""
+    import numpy as np
+
     from cnnlab import runs
+    from cnnlab.assembly import model_for, seed_everything, training_data
+    from cnnlab.backprop.convert import from_torch
+    from cnnlab.backprop.data import arrays_from
     from cnnlab.backprop.train import train_numpy_net
+    from cnnlab.engine import format_epoch
 
     cfg = train_config(args)
     _validate_train(cfg)
+    if cfg.out:  # before any data is read
+        runs.refuse_existing_run(cfg.out, args.overwrite)
+    data = training_data(cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+    model = model_for(cfg, data)  # the torch model best.pt will hold; its initial weights start the NumPy net
     run_dir = runs.create_run_dir(cfg.out or runs.default_run_dir("seednet-numpy", cfg.dataset), args.overwrite)
     cfg = cfg.replace(out=str(run_dir))
-    runs.write_config(run_dir, {**cfg.to_dict(), "engine": "numpy"}, "running")
+    runs.start_run(run_dir, {**cfg.to_dict(), "engine": "numpy"}, classes=list(data.spec.classes))
     history: list[dict[str, Any]] = []
 
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
         runs.write_metrics(run_dir, history)
         if cfg.progress:
-            print(
-                f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {100 * row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} "
-                f"acc {100 * row['val_acc']:.2f}%  {row['seconds']:.1f}s",
-                flush=True,
-            )
+            print(format_epoch(row, cfg.epochs), flush=True)
 
     started = time.perf_counter()
     try:
         _, net = train_numpy_net(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            on_epoch=on_epoch,
-            progress=cfg.progress,
-            loss=cfg.loss,
-            classes=cfg.classes or None,
-        )
-        _save_run(run_dir, net, cfg, history)
-    except KeyboardInterrupt:
-        runs.set_status(run_dir, "interrupted")
-        raise
+            epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, batch_size=cfg.batch_size, seed=cfg.seed,
+            on_epoch=on_epoch, progress=cfg.progress, loss=cfg.loss, classes=cfg.classes or None,
+            data=arrays_from(data), net=from_torch(model, np.float32),
+        )  # fmt: skip
+        _save_run(run_dir, net, model, cfg, data, history)
     except BaseException as exc:
-        runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        runs.fail_run(run_dir, exc)  # interrupted (Ctrl-C) or failed, with the error
         raise
     last = history[-1]
     result = {
@@ -147,25 +140,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         "epochs_done": len(history),
         "seconds": time.perf_counter() - started,
     }
-    runs.set_status(run_dir, "finished", result=result)
+    runs.finish_run(run_dir, result)
     print(f"run saved to {run_dir}")
     print(f"validation accuracy {100 * last['val_acc']:.2f}% ({result['seconds']:.1f}s)")
     return 0
 
 
-def _save_run(run_dir: Any, net: Any, cfg: Any, history: list[dict[str, Any]]) -> None:
-    """weights.npz, best.pt (the final weights, copied into the torch model by
+def _save_run(run_dir: Any, net: Any, model: Any, cfg: Any, data: Any, history: list[dict[str, Any]]) -> None:
+    """weights.npz, best.pt (the final weights, copied into the torch ``model`` by
     :func:`cnnlab.backprop.convert.to_torch`, with the header every cnnlab checkpoint carries) and curves.png."""
     import numpy as np
 
     from cnnlab import plots
-    from cnnlab.assembly import checkpoint_header, model_for
+    from cnnlab.assembly import checkpoint_header
     from cnnlab.backprop.convert import to_torch
     from cnnlab.checkpoint import save_atomic
-    from cnnlab.data import load_data
 
     np.savez(run_dir / "weights.npz", **dict(net.named_params()))
-    data = load_data(cfg.dataset, cfg.data_dir, splits=(), classes=cfg.classes or None)  # classes, size, mean, std
-    model = to_torch(net, model_for(cfg, data))
+    model = to_torch(net, model)
     save_atomic({"model": model.state_dict(), **checkpoint_header(cfg, data)}, run_dir / "best.pt")
     plots.plot_curves(history, run_dir / "curves.png", title="seednet on mnist5k (NumPy engine)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnlab.spec import ImageSpec
 
-__all__ = ["ArrayData", "load_arrays", "epoch_batches"]
+__all__ = ["ArrayData", "arrays_from", "load_arrays", "epoch_batches"]
 
 
 @dataclass
@@ -35,19 +35,24 @@ def load_arrays(
     classes: list[str] | None = None,
 ) -> ArrayData:
     """Load a dataset with :func:`cnnlab.data.load_data` (optionally only ``classes``, relabelled
-    0, 1, ...) and normalise it exactly as the core trainer does (float32 ``(x/255 − mean)/std``)."""
+    0, 1, ...) as :func:`arrays_from` converts it."""
     from cnnlab.data import load_data
+
+    return arrays_from(load_data(name, data_dir, splits=splits, classes=list(classes) if classes else None))
+
+
+def arrays_from(data: Any) -> ArrayData:
+    """Every split of a loaded :class:`cnnlab.data.Data`, normalised exactly as the core trainer does
+    (float32 ``(x/255 − mean)/std``, :func:`cnnlab.spec.to_model_input`)."""
     from cnnlab.spec import to_model_input
 
-    data = load_data(name, data_dir, splits=splits, classes=list(classes) if classes else None)
     xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
-    for s in splits:
-        split = data.splits[s]
+    for s, split in data.splits.items():
         if not hasattr(split, "images"):
             from cnnlab.errors import UserError
 
-            raise UserError(f"the NumPy engine needs an in-memory dataset; {name} is read from files")
+            raise UserError(f"the NumPy engine needs an in-memory dataset; {data.name} is read from files")
         xs[s] = to_model_input(data.spec, split.images).numpy()
         ys[s] = split.labels.numpy().astype(np.int64)
     return ArrayData(data.name, data.spec, xs, ys)

@@ -282,7 +282,7 @@ def _objective(base: TrainConfig, space: tuple[Param, ...], folder: Path, echo: 
         try:
             result = cnnlab.train(cfg, out=str(run_dir), on_epoch=report)
         except optuna.TrialPruned:
-            runs.set_status(run_dir, "pruned", pruned_at_epoch=last_epoch[0])
+            runs.prune_run(run_dir, last_epoch[0])
             echo(
                 f"trial {trial.number}  {shown}  pruned at epoch {last_epoch[0]}  {time.perf_counter() - started:.1f}s"
             )
@@ -444,11 +444,9 @@ def mark_dead_trial(study: Any, trial: Any, out: Path | None = None) -> None:
     own = Path(out) / study.study_name / f"trial-{trial.number:04d}"
     if own.is_symlink() or Path(run_dir).resolve() != own.resolve():
         return
-    if runs.read_config(Path(run_dir)).get("status") == "running":
-        runs.set_status(
-            Path(run_dir),
-            "failed",
-            error="its sweep process stopped without finishing it (killed?); the study counts it failed",
+    if runs.is_running(Path(run_dir)):
+        runs.mark_failed(
+            Path(run_dir), "its sweep process stopped without finishing it (killed?); the study counts it failed"
         )
 
 

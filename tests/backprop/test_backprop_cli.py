@@ -76,9 +76,9 @@ def test_backprop_train_writes_a_run_directory(tmp_path: Path, capsys: pytest.Ca
     ("flags", "message"),
     [
         (["--loss", "logistic"], "--loss logistic needs a two-class task: pass --classes A,B"),
-        (["--lr", "-1"], "--lr must be > 0 (got -1.0)"),
+        (["--lr", "-1"], "--lr must be > 0 and at most 1e+30 (got -1.0)"),
         (["--momentum", "1"], "--momentum must be in [0, 1) (got 1.0)"),
-        (["--epochs", "0"], "--epochs must be at least 1 (got 0)"),
+        (["--epochs", "0"], "--epochs must be 1 to 100000 (got 0)"),
     ],
 )
 def test_backprop_train_refuses_bad_options(
