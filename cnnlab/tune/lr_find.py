@@ -54,7 +54,6 @@ def lr_find(
     _check_range(start, end, steps, explode)
     cfg = validate(cfg.replace(lr=start))
     with _global_state_kept(cfg.threads):
-        torch.manual_seed(cfg.seed)  # the same initial weights as `cnnlab train` with this seed
         lrs, raw, stopped = _range_test(cfg, start, end, steps, explode)
     smoothed = smooth(raw)
     if not all(math.isfinite(x) for x in raw):  # the step that blew up is reported, not kept
@@ -108,6 +107,7 @@ def _range_test(
     """Train with the growing rate; return the rates, the raw losses and why it stopped. The model,
     batches, optimiser, loss and autocast are those ``cnnlab train`` builds (:func:`run_parts`)."""
     data = training_data(cfg, ("train",))
+    torch.manual_seed(cfg.seed)  # after loading, as `cnnlab train` seeds: the same initial weights
     parts = run_parts(cfg, data, model_for(cfg, data), resolve_device(cfg.device))
     model, optimizer, loss_fn, autocast = parts.model, parts.optimizer, parts.loss_fn, parts.autocast
     model.train()
