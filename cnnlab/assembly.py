@@ -86,6 +86,15 @@ def model_for(cfg: TrainConfig, data: Data, pretrained: bool = True) -> nn.Modul
     return model.double() if cfg.dtype == "float64" else model
 
 
+def initial_model(cfg: TrainConfig, data: Data, pretrained: bool = True) -> nn.Module:
+    """The model a run starts from: every generator seeded from ``cfg.seed`` (:func:`seed_everything`,
+    deterministic kernels with ``--deterministic``), then :func:`model_for`. Call it after loading the
+    data, so that a cold or a warm cache gives the same weights; the same seed then gives the same
+    initial weights in ``cnnlab train``, ``bench``, ``doctor`` and ``backprop train``."""
+    seed_everything(cfg.seed, cfg.deterministic)
+    return model_for(cfg, data, pretrained)
+
+
 def checkpoint_header(cfg: TrainConfig, data: Data, world_size: int = 1) -> dict[str, Any]:
     """What every checkpoint carries besides the weights: how to rebuild the model (``arch``) and feed it
     (``spec``, :meth:`ImageSpec.to_dict`; read back by :func:`cnnlab.spec.spec_from_checkpoint`). ``arch``'s

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnlab import runs
-from cnnlab.assembly import checkpoint_header, eval_batches, make_loss, model_for, seed_everything, training_data
+from cnnlab.assembly import checkpoint_header, eval_batches, initial_model, make_loss, training_data
 from cnnlab.checkpoint import load_checkpoint, resume_point, stored_config
 from cnnlab.config import RESUME_OVERRIDES, TrainConfig, validate
 from cnnlab.data import Data
@@ -78,8 +78,7 @@ def train(
         if choice is not None:  # the recipe is decided once, here, before the run; a resumed run keeps it
             cfg = validate(size_to_data(cfg, choice, len(data.splits["train"])))
             notes = {**notes, "recipe": {"name": choice.name, "why": choice.why}}
-        seed_everything(cfg.seed, cfg.deterministic)  # after loading: a cold or warm cache gives the same weights
-        model = model_for(cfg, data, pretrained=ckpt is None)  # a resumed run's weights come from its last.pt
+        model = initial_model(cfg, data, pretrained=ckpt is None)  # a resumed run's weights come from its last.pt
     if cfg.pretrained:
         notes = {**notes, "pretrained_weights": weights_file(cfg.model).name}
     if run_dir is None:  # rank 0 names and makes the run directory; every process learns its path

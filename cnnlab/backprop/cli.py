@@ -91,14 +91,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     same weights in a torch checkpoint, so eval, predict, export and serve work on the run).
 
     What the run is made of comes from :mod:`cnnlab.assembly`, as for ``cnnlab train``: the data the
-    options choose (:func:`~cnnlab.assembly.training_data`), the seed (:func:`~cnnlab.assembly.seed_everything`)
-    and the initial model (:func:`~cnnlab.assembly.model_for`, copied into NumPy), so both engines start
-    from the same weights; its status (running, finished, failed, interrupted) is written by :mod:`cnnlab.runs`.
-    The optimiser is the engine's own NumPy SGD: torch's cannot update NumPy arrays."""
+    options choose (:func:`~cnnlab.assembly.training_data`) and the seeded initial model
+    (:func:`~cnnlab.assembly.initial_model`, copied into NumPy), so both engines start from the same
+    weights. :mod:`cnnlab.runs` writes its status (running, then finished, failed or interrupted). The
+    optimiser, loss and batches are the engine's own NumPy ones: torch's cannot update NumPy arrays."""
     import numpy as np
 
     from cnnlab import runs
-    from cnnlab.assembly import model_for, seed_everything, training_data
+    from cnnlab.assembly import initial_model, training_data
     from cnnlab.backprop.convert import from_torch
     from cnnlab.backprop.data import arrays_from
     from cnnlab.backprop.train import train_numpy_net
@@ -109,8 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.out:  # before any data is read
         runs.refuse_existing_run(cfg.out, args.overwrite)
     data = training_data(cfg)
-    seed_everything(cfg.seed, cfg.deterministic)
-    model = model_for(cfg, data)  # the torch model best.pt will hold; its initial weights start the NumPy net
+    model = initial_model(cfg, data)  # the torch model best.pt will hold; its initial weights start the NumPy net
     run_dir = runs.create_run_dir(cfg.out or runs.default_run_dir("seednet-numpy", cfg.dataset), args.overwrite)
     cfg = cfg.replace(out=str(run_dir))
     runs.start_run(run_dir, {**cfg.to_dict(), "engine": "numpy"}, classes=list(data.spec.classes))

@@ -124,11 +124,10 @@ def _measure(
     cfg: TrainConfig, data: Data, target: torch.device, matmul_size: int
 ) -> tuple[dict[str, Any], dict[str, SideResult]]:
     """The yardsticks, then both loops from the same initial weights; the report of :func:`bench`."""
-    from cnnlab.assembly import model_for, seed_everything
+    from cnnlab.assembly import initial_model, seed_everything
     from cnnlab.data.loaders import num_batches
 
-    seed_everything(cfg.seed)
-    initial = model_for(cfg, data)
+    initial = initial_model(cfg, data)
     forward_flops, train_flops = flops_per_image(initial, data)
     peak = matmul_peak_gflops(target, matmul_size)
     memory = PeakMemory(target)
@@ -222,11 +221,10 @@ def _fast_config(cfg: TrainConfig) -> TrainConfig:
 
 def _fast_recipe(cfg: TrainConfig, data: Data, target: torch.device) -> tuple[SideResult, nn.Module]:
     """``--recipe fast`` trained on ``data`` by cnnlab's trainer: its numbers and its model."""
-    from cnnlab.assembly import model_for, seed_everything
+    from cnnlab.assembly import initial_model
 
     fast = _fast_config(cfg)
-    seed_everything(fast.seed)
-    model = model_for(fast, data)
+    model = initial_model(fast, data)
     return cnnlab_fit(model, data, fast, target), model
 
 

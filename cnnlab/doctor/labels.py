@@ -21,7 +21,7 @@ def out_of_fold_probabilities(pool: Pool, cfg: TrainConfig, folds: int, progress
 
     from sklearn.model_selection import StratifiedKFold
 
-    from cnnlab.assembly import eval_batches, make_loss, model_for, seed_everything
+    from cnnlab.assembly import eval_batches, initial_model, make_loss
     from cnnlab.engine import evaluate, fit
 
     labels = pool.labels
@@ -42,8 +42,7 @@ def out_of_fold_probabilities(pool: Pool, cfg: TrainConfig, folds: int, progress
             "val": TensorSplit(pool.images[held_index], labels[held_index]),
         }
         data = dataclasses.replace(pool.data, splits=splits)
-        seed_everything(cfg.seed)
-        model = model_for(cfg, data, pretrained=False)
+        model = initial_model(cfg, data, pretrained=False)
         fit(model, data, cfg)
         held = evaluate(model, eval_batches(data, "val", cfg, model), make_loss(cfg), keep_outputs=True)
         probs[held_index] = torch.softmax(held["outputs"].float(), dim=1)
