@@ -112,7 +112,8 @@ def finish_run(run_dir: Path, result: dict[str, Any]) -> None:
 
 def fail_run(run_dir: Path, exc: BaseException) -> str:
     """Record why a run stopped early and return its status: ``interrupted`` for Ctrl-C
-    (:class:`~cnnlab.errors.Interrupted` or ``KeyboardInterrupt``; the checkpoints say how far it got),
+    (:class:`~cnnlab.errors.Interrupted` after a checkpoint, or ``KeyboardInterrupt`` from a second Ctrl-C,
+    which keeps the last checkpoint; the checkpoints say how far it got),
     ``failed`` for anything else, with the ``error`` (a :class:`~cnnlab.errors.Diverged` run's message
     as is, else the exception's type and message)."""
     if isinstance(exc, (Interrupted, KeyboardInterrupt)):
