@@ -17,7 +17,7 @@ from cnnlab.tune.compare import list_runs
 
 
 def tune_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m cnnlab ARGS`` in a subprocess, output captured."""
+    """``cnnlab ARGS`` in a subprocess (``lr-find``, ``sweep`` and ``runs`` included), output captured."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
