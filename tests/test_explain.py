@@ -54,16 +54,6 @@ def digits(predictor):
     return validation_images(predictor, N_SANITY)
 
 
-@pytest.fixture(scope="module")
-def colour_run(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
-    """seednet trained one epoch on a ``folder:`` of real digits saved as RGB PNG and JPEG files (3x32x32)."""
-    root = tmp_path_factory.mktemp("colour")
-    folder = make_image_folder(root / "imgs", mnist5k, per_class=12)
-    out = root / "run"
-    cnnlab.train(dataset=f"folder:{folder}", recipe="tutorial", epochs=1, batch_size=8, out=str(out), progress=False)
-    return out
-
-
 def save_digit(path: Path, pixels: torch.Tensor, dark_on_light: bool = True) -> Path:
     """A validation digit uint8 [1, H, W] as a PNG, drawn dark on white like a scan."""
     grey = pixels[0].numpy()
