@@ -137,7 +137,9 @@ def colour_run(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
     folder = make_image_folder(root / "imgs", mnist5k, per_class=12)
     out = root / "run"
     with process_state_kept():
-        cnnlab.train(dataset=f"folder:{folder}", recipe="tutorial", epochs=1, batch_size=8, out=str(out), progress=False)
+        cnnlab.train(
+            dataset=f"folder:{folder}", recipe="tutorial", epochs=1, batch_size=8, out=str(out), progress=False
+        )
     return out
 
 
