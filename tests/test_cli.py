@@ -37,6 +37,7 @@ def test_eval_reproduces_the_validation_accuracy(trained_run: Path):
     assert len(numbers["per_class"]) == 10
 
 
+@pytest.mark.slow  # evaluates 1000 test digits, with pictures
 def test_eval_on_an_idx_test_set(trained_run: Path, idx_test_dir: Path):
     code, out, err = cli("eval", trained_run, "--dataset", "mnist", "--data-dir", idx_test_dir)
     assert code == 0, err

@@ -90,6 +90,7 @@ def test_csv_errors_are_one_clear_line(tmp_path: Path, images: list[Path]):
         load_data(f"csv:{tmp_path / 'absent.csv'}")
 
 
+@pytest.mark.slow  # trains and evaluates a run
 def test_cli_trains_on_a_csv_file_and_evaluates_its_test_split(tmp_path: Path, images: list[Path]):
     splits = ["train", "train", "val", "test"] * 9
     csv = write_csv(tmp_path / "labels.csv", "image,label,split", rows_for(images, tmp_path, splits))

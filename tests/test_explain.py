@@ -293,6 +293,7 @@ def test_an_unreadable_or_missing_image_alone_is_exit_2_and_writes_nothing(train
 # ---- cnnlab viz ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # draws every feature map twice
 def test_viz_draws_filters_and_every_convolutions_feature_maps(trained_run: Path, digits, tmp_path: Path, capsys):
     assert cli_main(["viz", str(trained_run), "--out", str(tmp_path / "v"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -335,6 +336,7 @@ def test_most_confused_lists_off_diagonal_counts_largest_first():
     assert most_confused(torch.eye(3, dtype=torch.long), ["a", "b", "c"]) == []
 
 
+@pytest.mark.slow  # evaluates 1000 digits twice, with pictures
 def test_eval_reports_most_confused_and_draws_gradcam_on_its_mistakes(trained_run: Path, tmp_path: Path, capsys):
     assert cli_main(["eval", str(trained_run), "--out", str(tmp_path / "e"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

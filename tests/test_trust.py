@@ -118,6 +118,7 @@ def test_predict_json_and_text_say_unknown(trained_run: Path, tmp_path: Path, di
     assert "unknown (looks like none of the classes" in text[0] and "unknown" not in text[1]
 
 
+@pytest.mark.slow  # evaluates 1000 digits, with pictures
 def test_old_checkpoints_load_with_temperature_one_and_no_rule(old_run: Path, digit_png: tuple[Path, str]):
     predictor = load(old_run)
     assert predictor.temperature == 1.0 and predictor.rule is None
@@ -129,6 +130,7 @@ def test_old_checkpoints_load_with_temperature_one_and_no_rule(old_run: Path, di
     assert calibration["temperature"] == 1.0 and calibration["ece"] == calibration["ece_before"]
 
 
+@pytest.mark.slow  # evaluates 1000 digits, with pictures
 def test_eval_json_reports_calibration_and_draws_the_reliability_diagram(trained_run: Path, tmp_path: Path):
     code, out, err = cli("eval", trained_run, "--json", "--out", tmp_path / "eval")
     assert code == 0, err
