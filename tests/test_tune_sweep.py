@@ -181,6 +181,7 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert runs.read_config(tmp_path / "sw" / "sweep" / "trial-0001")["status"] == "failed"
 
 
+@pytest.mark.slow  # waits out Optuna's heartbeat grace period
 def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path: Path) -> None:
     """Optuna's heartbeat fails a trial whose process was killed; its run folder's config.json, which
     the killed process left saying "running", then says "failed" too."""
@@ -202,6 +203,7 @@ def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path:
     assert config["status"] == "failed" and "killed" in config["error"]
 
 
+@pytest.mark.slow  # waits out Optuna's heartbeat grace period
 def test_a_dead_trial_naming_a_folder_outside_the_sweep_touches_nothing(tmp_path: Path) -> None:
     """A database someone gives you may name any folder as a dead trial's run_dir: failing the stale trial
     (as ``sweep --show`` does) leaves a ``config.json`` outside ``OUT/STUDY/`` exactly as it was."""
