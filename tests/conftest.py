@@ -40,20 +40,25 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
 @contextlib.contextmanager
 def process_state_kept() -> Iterator[None]:
     """Put back what an in-process command or run may change for the rest of the session: the working
-    directory, environment, SIGINT handler, torch's thread count and the python, numpy and torch RNGs."""
+    directory, environment, SIGINT handler, torch's thread count, deterministic mode and the python, numpy
+    and torch RNGs."""
     cwd, env, handler, threads = os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGINT), torch.get_num_threads()
     states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     try:
         yield
     finally:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        signal.signal(signal.SIGINT, handler)
+        if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
         torch.set_num_threads(threads)
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.random.set_rng_state(states[2])
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def cli(*args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:

@@ -139,6 +139,35 @@ def test_config_file_and_flags(tmp_path: Path):
     assert (config["model"], config["batch_size"], config["epochs"], config["max_steps"]) == ("lenet5", 128, 1, 1)
 
 
+def test_in_process_commands_leave_the_test_process_as_they_found_it(tmp_path: Path):
+    """``cli`` runs ``main(argv)`` in this process: a run that sets threads, deterministic mode, seeds and a
+    Ctrl-C handler, in another working directory, changes none of them for the tests after it."""
+    import os
+    import signal
+
+    def state():
+        rng = torch.random.get_rng_state()
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        return (
+            os.getcwd(),
+            torch.get_num_threads(),
+            signal.getsignal(signal.SIGINT),
+            deterministic,
+            dict(os.environ),
+            rng,
+        )
+
+    before = state()
+    threads = 1 if torch.get_num_threads() > 1 else 2
+    code, _, err = cli(
+        "train", "--dry-run", "--threads", str(threads), "--deterministic", "--out", "r", "--quiet", cwd=tmp_path
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["threads"] == threads
+    after = state()
+    assert after[:5] == before[:5] and torch.equal(after[5], before[5])
+
+
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     import re
     import tomllib
