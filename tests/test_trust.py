@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import onnxruntime
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, copy_run
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_sample_images
@@ -163,8 +162,7 @@ def test_serve_answers_carry_known_score_and_unknown(trained_run: Path, digit_pn
 def test_export_applies_the_temperature_and_says_the_rule_needs_cnnlab(trained_run: Path, tmp_path: Path, mnist5k):
     from cnnlab.export import export
 
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    run = copy_run(trained_run, tmp_path / "run")
     target = export(run, "onnx")
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     meta = json.loads(session.get_modelmeta().custom_metadata_map["cnnlab"])
