@@ -39,8 +39,10 @@ demo: install kernel
 
 # Coverage counts the code run in the test process (the CLI runs in-process through cnnlab.cli.main);
 # the few tests that start a real `cnnlab` process are not counted. The TOTAL line is the number to keep.
+# Tracing costs time (test-fast took 1.46x as long with it): `make test COV=` runs the suite without it.
+COV ?= --cov=cnnlab --cov-report=term:skip-covered
 test: install-dev kernel
-	$(BIN)/python -m pytest -q --cov=cnnlab --cov-report=term:skip-covered
+	$(BIN)/python -m pytest -q $(COV)
 
 test-fast: install-dev kernel
 	$(BIN)/python -m pytest -q -m "not slow"
