@@ -159,9 +159,8 @@ def test_in_process_commands_leave_the_test_process_as_they_found_it(tmp_path: P
 
     before = state()
     threads = 1 if torch.get_num_threads() > 1 else 2
-    code, _, err = cli(
-        "train", "--dry-run", "--threads", str(threads), "--deterministic", "--out", "r", "--quiet", cwd=tmp_path
-    )
+    argv = ["train", "--dataset", "digits", "--dry-run", "--threads", str(threads), "--deterministic", "--quiet"]
+    code, _, err = cli(*argv, "--out", "r", cwd=tmp_path)
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["threads"] == threads
     after = state()
