@@ -1,11 +1,18 @@
-"""Shared fixtures: small real data written to disk, and one real trained run reused by many tests."""
+"""Shared fixtures: small real data written to disk, real runs trained once per session in this process,
+and ``cli``, which runs the ``cnnlab`` command in this process (``run_cli`` starts a real one)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
+import random
+import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +29,55 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m cnnlab ARGS`` in a subprocess, capturing its output."""
+    """Run ``python -m cnnlab ARGS`` in a subprocess, capturing its output (for what only a real process
+    shows: its exit status, no traceback at exit, the torch-free start). Most tests use :func:`cli`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Put back what an in-process command or run may change for the rest of the session: the working
+    directory, environment, SIGINT handler, torch's thread count, deterministic mode and the python, numpy
+    and torch RNGs."""
+    cwd, env, handler, threads = os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGINT), torch.get_num_threads()
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
+        torch.set_num_threads(threads)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
+    """Run ``cnnlab ARGS`` in this process through :func:`cnnlab.cli.main`: ``(exit code, stdout, stderr)``.
+
+    An argparse error (``SystemExit``) gives its code, as the real command would; ``cwd`` is the working
+    directory for the command only. Process state is put back afterwards (:func:`process_state_kept`).
+    """
+    from cnnlab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with process_state_kept(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
@@ -60,11 +111,47 @@ def idx_test_dir(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The end-to-end CLI run: seednet, one epoch on mnist5k (batch 16, the tutorial's lr and momentum)."""
+    """The tutorial's run, trained once in this process through the command line: ``cnnlab train --epochs 1
+    --batch-size 16`` (seednet, one epoch of mnist5k, the tutorial's lr and momentum; about 90 % val
+    accuracy). Shared: a test that changes a run copies it first (:func:`copy_run`)."""
     out = tmp_path_factory.mktemp("runs") / "e2e"
-    result = run_cli("train", "--epochs", "1", "--batch-size", "16", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
+    code, _, err = cli("train", "--epochs", "1", "--batch-size", "16", "--out", out, "--quiet")
+    assert code == 0, err
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run in about a second: seednet, three steps on the embedded ``digits`` (checkpoints, config,
+    metrics; its accuracy means nothing). Shared: a test that changes a run copies it first."""
+    import cnnlab
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    with process_state_kept():
+        cnnlab.train(dataset="digits", epochs=1, max_steps=3, out=str(out), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def colour_run(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
+    """seednet trained one epoch on a ``folder:`` of real digits saved as grey and RGB PNG and JPEG files of
+    mixed sizes (so a 3x32x32 colour model, the ``resize`` recipe; classes ``class0``, ``class1``, ``class7``)."""
+    import cnnlab
+
+    root = tmp_path_factory.mktemp("colour")
+    folder = make_image_folder(root / "imgs", mnist5k, per_class=12)
+    out = root / "run"
+    with process_state_kept():
+        cnnlab.train(
+            dataset=f"folder:{folder}", recipe="tutorial", epochs=1, batch_size=8, out=str(out), progress=False
+        )
+    return out
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of the run directory ``run`` at ``to``, for a test that changes it."""
+    shutil.copytree(run, to)
+    return to
 
 
 @pytest.fixture
@@ -107,15 +194,3 @@ def needs_module(name: str, install: str) -> pytest.MarkDecorator:
     import importlib.util
 
     return pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"needs {name}: {install}")
-
-
-# Fixtures that make any test using them slow: trained_run trains in a `cnnlab train` subprocess.
-SLOW_FIXTURES = frozenset({"trained_run"})
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``slow`` every test that needs one of :data:`SLOW_FIXTURES`, directly or through another
-    fixture, so that ``make test-fast`` (``-m "not slow"``) never builds them."""
-    for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli
 from test_folder import write_digits
 
 from cnnlab.data import FileSplit, load_data
@@ -90,13 +90,13 @@ def test_csv_errors_are_one_clear_line(tmp_path: Path, images: list[Path]):
         load_data(f"csv:{tmp_path / 'absent.csv'}")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trains and evaluates a run
 def test_cli_trains_on_a_csv_file_and_evaluates_its_test_split(tmp_path: Path, images: list[Path]):
     splits = ["train", "train", "val", "test"] * 9
     csv = write_csv(tmp_path / "labels.csv", "image,label,split", rows_for(images, tmp_path, splits))
     run = tmp_path / "run"
-    result = run_cli("train", "--dataset", f"csv:{csv}", "--epochs", "1", "--batch-size", "8", "--out", str(run))
-    assert result.returncode == 0, result.stderr
-    result = run_cli("eval", str(run), "--split", "test")
-    assert result.returncode == 0, result.stderr
-    assert "test" in result.stdout
+    code, _, err = cli("train", "--dataset", f"csv:{csv}", "--epochs", "1", "--batch-size", "8", "--out", run)
+    assert code == 0, err
+    code, out, err = cli("eval", run, "--split", "test")
+    assert code == 0, err
+    assert "test" in out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli
 from PIL import Image
 
 from cnnlab.doctor import doctor
@@ -83,9 +83,9 @@ def test_the_gallery_is_written(findings: dict):
 
 @pytest.mark.slow  # K-fold training
 def test_cli_json_on_a_built_in_dataset_has_the_documented_fields(tmp_path: Path):
-    result = run_cli("doctor", "digits", "--folds", "2", "--epochs", "1", "--json", "--out", str(tmp_path / "d"))
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    code, out, err = cli("doctor", "digits", "--folds", "2", "--epochs", "1", "--json", "--out", tmp_path / "d")
+    assert code == 0, err
+    report = json.loads(out)
     assert {"label_issues", "duplicates", "odd"} <= set(report)
     for f in report["label_issues"]:
         assert set(f) == {"image", "label", "suggested", "score"} and f["image"].startswith(("train[", "val[", "test["))
@@ -105,16 +105,16 @@ def test_cli_json_on_a_built_in_dataset_has_the_documented_fields(tmp_path: Path
 def test_bad_options_are_refused_in_one_line_and_nothing_is_written(
     sick_folder: Path, tmp_path: Path, args: list[str], message: str
 ):
-    result = run_cli("doctor", f"folder:{sick_folder}", *args, cwd=tmp_path)
-    assert result.returncode == 2 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and os.listdir(tmp_path) == []
+    code, _, err = cli("doctor", f"folder:{sick_folder}", *args, cwd=tmp_path)
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and os.listdir(tmp_path) == []
 
 
 def test_bad_datasets_and_outputs_are_refused(tmp_path: Path, sick_folder: Path):
     for dataset in ("nosuchset", f"folder:{tmp_path / 'missing'}"):
-        result = run_cli("doctor", dataset, cwd=tmp_path)
-        assert result.returncode == 2 and result.stderr.startswith("error:"), result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        code, _, err = cli("doctor", dataset, cwd=tmp_path)
+        assert code == 2 and err.startswith("error:"), err
+        assert len(err.strip().splitlines()) == 1
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         doctor(f"folder:{sick_folder}", out=tmp_path / "file")

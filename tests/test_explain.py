@@ -54,16 +54,6 @@ def digits(predictor):
     return validation_images(predictor, N_SANITY)
 
 
-@pytest.fixture(scope="module")
-def colour_run(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
-    """seednet trained one epoch on a ``folder:`` of real digits saved as RGB PNG and JPEG files (3x32x32)."""
-    root = tmp_path_factory.mktemp("colour")
-    folder = make_image_folder(root / "imgs", mnist5k, per_class=12)
-    out = root / "run"
-    cnnlab.train(dataset=f"folder:{folder}", recipe="tutorial", epochs=1, batch_size=8, out=str(out), progress=False)
-    return out
-
-
 def save_digit(path: Path, pixels: torch.Tensor, dark_on_light: bool = True) -> Path:
     """A validation digit uint8 [1, H, W] as a PNG, drawn dark on white like a scan."""
     grey = pixels[0].numpy()
@@ -303,6 +293,7 @@ def test_an_unreadable_or_missing_image_alone_is_exit_2_and_writes_nothing(train
 # ---- cnnlab viz ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # draws every feature map twice
 def test_viz_draws_filters_and_every_convolutions_feature_maps(trained_run: Path, digits, tmp_path: Path, capsys):
     assert cli_main(["viz", str(trained_run), "--out", str(tmp_path / "v"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -345,6 +336,7 @@ def test_most_confused_lists_off_diagonal_counts_largest_first():
     assert most_confused(torch.eye(3, dtype=torch.long), ["a", "b", "c"]) == []
 
 
+@pytest.mark.slow  # evaluates 1000 digits twice, with pictures
 def test_eval_reports_most_confused_and_draws_gradcam_on_its_mistakes(trained_run: Path, tmp_path: Path, capsys):
     assert cli_main(["eval", str(trained_run), "--out", str(tmp_path / "e"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

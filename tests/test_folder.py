@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_image_folder, run_cli
+from conftest import cli, make_image_folder
 from PIL import Image
 
 from cnnlab.data import FileSplit, TensorSplit, load_data, make_batches
@@ -233,9 +233,8 @@ def test_canonical_and_display_forms_of_a_dataset(tmp_path: Path, monkeypatch: p
     assert display_dataset("cifar10") == "cifar10"
 
 
-@pytest.mark.slow
 def test_cli_refuses_an_empty_folder_path(tmp_path: Path):
-    result = run_cli("train", "--dataset", "folder:", "--epochs", "1", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: --dataset folder: needs a path") and result.stderr.count("\n") == 1
+    code, _, err = cli("train", "--dataset", "folder:", "--epochs", "1", cwd=tmp_path)
+    assert code == 2, err
+    assert err.startswith("error: --dataset folder: needs a path") and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()

@@ -151,18 +151,6 @@ def test_export_metadata_names_the_filter_and_following_it_gives_the_same_pixels
 # ---- item 8: --invert on a colour model --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def colour_run(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> Path:
-    """seednet on RGB files (a ``folder:`` run, 3x32x32), one optimiser step."""
-    root = tmp_path_factory.mktemp("colour")
-    folder = root / "imgs"
-    make_image_folder(folder, mnist5k, per_class=4)
-    for path in folder.rglob("*.png"):
-        Image.open(path).convert("RGB").save(path)
-    cnnlab.train(dataset=f"folder:{folder}", max_steps=1, batch_size=4, out=str(root / "run"), progress=False)
-    return root / "run"
-
-
 def test_invert_is_refused_for_a_colour_model_by_predict_and_explain(colour_run: Path, tmp_path: Path, capsys):
     from cnnlab.explain import explain
 

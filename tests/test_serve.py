@@ -328,6 +328,7 @@ def default_client(trained_run: Path) -> TestClient:
         yield c
 
 
+@pytest.mark.slow  # decodes and answers full-size phone photos
 def test_a_phone_photo_is_answered_as_predict_answers_it(
     default_client: TestClient, trained_run: Path, mnist5k, tmp_path: Path
 ):

@@ -94,7 +94,6 @@ def test_missing_optional_package_is_refused_before_the_run_folder_exists(tmp_pa
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, says",
     [

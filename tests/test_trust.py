@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import onnxruntime
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli, copy_run
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_sample_images
@@ -109,28 +108,32 @@ def test_predict_json_and_text_say_unknown(trained_run: Path, tmp_path: Path, di
     rows = cnnlab.predict(trained_run, [photo, digit])
     assert [r["unknown"] for r in rows] == [True, False] and rows[1]["label"] == label
     assert all(isinstance(r["known_score"], float) for r in rows)
-    result = run_cli("predict", str(trained_run), str(photo), str(digit), "--json")
-    assert result.returncode == 0, result.stderr
-    assert [r["unknown"] for r in json.loads(result.stdout)] == [True, False]
-    text = run_cli("predict", str(trained_run), str(photo), str(digit)).stdout.splitlines()
+    code, out, err = cli("predict", trained_run, photo, digit, "--json")
+    assert code == 0, err
+    assert [r["unknown"] for r in json.loads(out)] == [True, False]
+    code, out, err = cli("predict", trained_run, photo, digit)
+    assert code == 0, err
+    text = out.splitlines()
     assert "unknown (looks like none of the classes" in text[0] and "unknown" not in text[1]
 
 
+@pytest.mark.slow  # evaluates 1000 digits, with pictures
 def test_old_checkpoints_load_with_temperature_one_and_no_rule(old_run: Path, digit_png: tuple[Path, str]):
     predictor = load(old_run)
     assert predictor.temperature == 1.0 and predictor.rule is None
     row = cnnlab.predict(old_run, digit_png[0])[0]
     assert row["known_score"] is None and row["unknown"] is None
-    result = run_cli("eval", str(old_run), "--json")
-    assert result.returncode == 0, result.stderr
-    calibration = json.loads(result.stdout)["calibration"]
+    code, out, err = cli("eval", old_run, "--json")
+    assert code == 0, err
+    calibration = json.loads(out)["calibration"]
     assert calibration["temperature"] == 1.0 and calibration["ece"] == calibration["ece_before"]
 
 
+@pytest.mark.slow  # evaluates 1000 digits, with pictures
 def test_eval_json_reports_calibration_and_draws_the_reliability_diagram(trained_run: Path, tmp_path: Path):
-    result = run_cli("eval", str(trained_run), "--json", "--out", str(tmp_path / "eval"))
-    assert result.returncode == 0, result.stderr
-    calibration = json.loads(result.stdout)["calibration"]
+    code, out, err = cli("eval", trained_run, "--json", "--out", tmp_path / "eval")
+    assert code == 0, err
+    calibration = json.loads(out)["calibration"]
     assert calibration["temperature"] == load(trained_run).temperature
     assert 0 <= calibration["ece"] <= calibration["ece_before"] <= 1  # on the split the temperature was fitted to
     assert Image.open(calibration["reliability_png"]).size[0] > 300
@@ -159,8 +162,7 @@ def test_serve_answers_carry_known_score_and_unknown(trained_run: Path, digit_pn
 def test_export_applies_the_temperature_and_says_the_rule_needs_cnnlab(trained_run: Path, tmp_path: Path, mnist5k):
     from cnnlab.export import export
 
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    run = copy_run(trained_run, tmp_path / "run")
     target = export(run, "onnx")
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     meta = json.loads(session.get_modelmeta().custom_metadata_map["cnnlab"])

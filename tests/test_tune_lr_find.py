@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_tune_runs import tune_cli
+from conftest import cli
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import UserError
@@ -21,9 +21,9 @@ from cnnlab.tune.lr_find import EXPLODE_FACTOR, lr_find, record, smooth, steepes
 def test_cli_suggests_a_rate_for_the_tutorial_model_and_writes_only_the_plot(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    result = tune_cli("lr-find", "--json", "--out", "../lr.png", cwd=work)
-    assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
+    code, out, err = cli("lr-find", "--json", "--out", "../lr.png", cwd=work)
+    assert code == 0, err
+    found = json.loads(out)
     assert 1e-4 <= found["suggestion"] <= 1
     assert found["suggestion"] == found["valley"] and found["steepest"] in found["lrs"]
     lrs = np.array(found["lrs"])
@@ -73,7 +73,6 @@ def test_rules_on_a_known_curve() -> None:
     assert lrs.index(steepest(lrs, steeper)) in range(20, 26)  # where the fall is steepest, not the longest
 
 
-@pytest.mark.slow
 def test_bad_ranges_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--start < --end"):
         lr_find(TrainConfig(), start=1.0, end=0.1)
@@ -81,6 +80,6 @@ def test_bad_ranges_are_user_errors(tmp_path: Path) -> None:
         lr_find(TrainConfig(), steps=2)
     with pytest.raises(UserError, match="unknown model"):
         lr_find(TrainConfig(model="nonet"))
-    result = tune_cli("lr-find", "--out", "missing/lr.png", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+    code, _, err = cli("lr-find", "--out", "missing/lr.png", cwd=tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
     assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT
-from test_tune_runs import tune_cli
+from conftest import ROOT, cli
 
 from cnnlab import runs
 from cnnlab.config import TrainConfig
@@ -66,13 +65,13 @@ def test_two_processes_share_one_study(tmp_path: Path) -> None:
         if t.state.name == "COMPLETE":
             assert t.value == max(row["val_acc"] for row in runs.read_metrics(run_dir))
 
-    listed = tune_cli("runs", "sw", "--json", cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    assert sorted(r["name"] for r in json.loads(listed.stdout)) == [f"sweep/trial-{n:04d}" for n in range(8)]
+    code, listed, err = cli("runs", "sw", "--json", cwd=tmp_path)
+    assert code == 0, err
+    assert sorted(r["name"] for r in json.loads(listed)) == [f"sweep/trial-{n:04d}" for n in range(8)]
 
-    shown = tune_cli("sweep", "--show", "--out", "sw", "--json", cwd=tmp_path)
-    assert shown.returncode == 0, shown.stderr
-    report = json.loads(shown.stdout)
+    code, shown, err = cli("sweep", "--show", "--out", "sw", "--json", cwd=tmp_path)
+    assert code == 0, err
+    report = json.loads(shown)
     assert len(report["trials"]) == 8
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert report["best"]["number"] == best.number
@@ -88,17 +87,17 @@ def test_median_pruner_stops_a_bad_trial_early(tmp_path: Path) -> None:
         study.enqueue_trial({"lr": 0.05, "momentum": 0.5})
     study.enqueue_trial({"lr": 1e-6, "momentum": 0.0})  # learns nothing in a few steps
     (tmp_path / "space.toml").write_text(SPACE)
-    result = tune_cli(
+    code, stdout, err = cli(
         "sweep", "--trials", "4", "--out", "sw", "--space", "space.toml", "--epochs", "4", *TINY, cwd=tmp_path
     )
-    assert result.returncode == 0, result.stderr
+    assert code == 0, err
     trials = load(out).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"]
     bad = out / "sweep" / "trial-0003"
     assert runs.read_config(bad)["status"] == "pruned"
     assert len(runs.read_metrics(bad)) == 2 < 4  # the pruner first looks at epoch 2 and stops it there
     assert len(runs.read_metrics(out / "sweep" / "trial-0000")) == 4
-    assert "pruned at epoch 2" in result.stdout
+    assert "pruned at epoch 2" in stdout
 
 
 @pytest.mark.slow
@@ -118,8 +117,8 @@ def test_ctrl_c_saves_the_trial_and_a_rerun_continues_the_study(tmp_path: Path) 
     assert runs.read_config(first)["status"] == "interrupted" and (first / "last.pt").is_file()
     assert [t.state.name for t in load(tmp_path / "sw").get_trials()] == ["FAIL"]
 
-    again = tune_cli("sweep", "--trials", "1", "--out", "sw", *long, *TINY, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    code, _, err = cli("sweep", "--trials", "1", "--out", "sw", *long, *TINY, cwd=tmp_path)
+    assert code == 0, err
     assert [t.state.name for t in load(tmp_path / "sw").get_trials()] == ["FAIL", "COMPLETE"]
 
 
@@ -164,11 +163,9 @@ def test_bad_storage_and_unknown_study_write_nothing(tmp_path: Path) -> None:
 
 def test_cli_bad_space_is_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / "space.toml").write_text("[lr]\nlow = 0.5\nhigh = 0.1\n")
-    result = tune_cli("sweep", "--trials", "2", "--space", "space.toml", "--out", "sw", cwd=tmp_path)
-    assert result.returncode == 2
-    assert (
-        result.stderr.startswith("error: --space space.toml: [lr] impossible range") and result.stderr.count("\n") == 1
-    )
+    code, _, err = cli("sweep", "--trials", "2", "--space", "space.toml", "--out", "sw", cwd=tmp_path)
+    assert code == 2
+    assert err.startswith("error: --space space.toml: [lr] impossible range") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.toml"]
 
 
@@ -184,6 +181,7 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert runs.read_config(tmp_path / "sw" / "sweep" / "trial-0001")["status"] == "failed"
 
 
+@pytest.mark.slow  # waits out Optuna's heartbeat grace period
 def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path: Path) -> None:
     """Optuna's heartbeat fails a trial whose process was killed; its run folder's config.json, which
     the killed process left saying "running", then says "failed" too."""
@@ -205,6 +203,7 @@ def test_a_trial_whose_process_died_is_marked_failed_in_its_run_folder(tmp_path:
     assert config["status"] == "failed" and "killed" in config["error"]
 
 
+@pytest.mark.slow  # waits out Optuna's heartbeat grace period
 def test_a_dead_trial_naming_a_folder_outside_the_sweep_touches_nothing(tmp_path: Path) -> None:
     """A database someone gives you may name any folder as a dead trial's run_dir: failing the stale trial
     (as ``sweep --show`` does) leaves a ``config.json`` outside ``OUT/STUDY/`` exactly as it was."""

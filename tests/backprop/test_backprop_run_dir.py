@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, cli
 
 from cnnlab.cli import main
 
-pytestmark = pytest.mark.slow  # a NumPy training run, then cnnlab in subprocesses
+pytestmark = pytest.mark.slow  # a NumPy training run of one epoch
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,9 @@ def test_eval_reads_the_numpy_weights(numpy_run: Path) -> None:
     so best.pt holds exactly the weights the engine trained."""
     with open(numpy_run / "metrics.csv") as f:
         last = list(csv.DictReader(f))[-1]
-    result = run_cli("eval", str(numpy_run), "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    code, out, err = cli("eval", numpy_run, "--json")
+    assert code == 0, err
+    report = json.loads(out)
     assert report["accuracy"] == pytest.approx(float(last["val_acc"]), abs=1e-9)
     assert report["loss"] == pytest.approx(float(last["val_loss"]), rel=1e-5)  # metrics.csv keeps 6 digits
     assert report["accuracy"] > 0.5  # one epoch of real learning, not chance (0.1)
@@ -49,9 +49,9 @@ def test_eval_reads_the_numpy_weights(numpy_run: Path) -> None:
 
 def test_predict_loads_the_run(numpy_run: Path) -> None:
     image = ROOT / "examples" / "images" / "digit-7.png"
-    result = run_cli("predict", str(numpy_run), str(image), "--json")
-    assert result.returncode == 0, result.stderr
-    (row,) = json.loads(result.stdout)
+    code, out, err = cli("predict", numpy_run, image, "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
     assert row["label"] in [str(d) for d in range(10)] and row["topk"][0] == [row["label"], row["probability"]]
     probabilities = [p for _, p in row["topk"]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-6

@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import cnnlab
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main
 from cnnlab.errors import UserError
@@ -41,11 +40,10 @@ class RunShell:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (tiny) run directory whose checkpoints the malicious ones imitate."""
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    cnnlab.train(dataset="digits", epochs=1, max_steps=3, out=str(out), progress=False)
-    return out
+def run(tiny_run: Path) -> Path:
+    """A real (tiny) run directory whose checkpoints the malicious ones imitate: the shared ``tiny_run``
+    (digits, three steps), only read here."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

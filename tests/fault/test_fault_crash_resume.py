@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli
 from faultkit import (
     TRAIN,
     assert_same_training,
@@ -86,8 +86,8 @@ def test_kill_9_and_ctrl_c_at_real_moments_then_resume_gives_the_same_run(tmp_pa
     assert status(run) == "interrupted" and (run / "last.pt").is_file()
     assert checkpoint_step(run) < total
 
-    final = run_cli("train", "--resume", str(run))
-    assert final.returncode == 0, final.stderr
+    code, _, err = cli("train", "--resume", run)  # the last resume need not be a real process
+    assert code == 0, err
     print("\n".join(faults))
     assert status(run) == "finished"
     assert not temporaries(run)  # what the killed writers left was cleaned up

@@ -119,12 +119,9 @@ def test_a_full_disk_while_writing_run_files_is_one_line(
     assert not (out / "last.pt").exists()
 
 
-@pytest.mark.slow
 @needs_path("/proc", "Linux's procfs")
-def test_eval_into_an_unwritable_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
-    run = tmp_path / "run"
-    cnnlab.train(dataset="digits", epochs=1, max_steps=1, out=str(run), progress=False)
+def test_eval_into_an_unwritable_folder_is_one_line(tiny_run: Path, capsys: pytest.CaptureFixture):
     capsys.readouterr()
-    assert main(["eval", str(run), "--out", "/proc/cnnlab-fault-test"]) == 2
+    assert main(["eval", str(tiny_run), "--out", "/proc/cnnlab-fault-test"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --out /proc/cnnlab-fault-test: cannot write there") and err.count("\n") == 1, err

@@ -61,13 +61,6 @@ def test_bad_train_flags(tmp_path: Path, capsys: pytest.CaptureFixture, flags: l
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("flags") / "run"
-    cnnlab.train(dataset="digits", epochs=1, max_steps=1, out=str(run), progress=False)
-    return run
-
-
 @pytest.mark.parametrize(
     "argv, message",
     [

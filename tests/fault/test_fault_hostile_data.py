@@ -121,15 +121,13 @@ def test_the_channel_guess_refuses_an_ico_named_png(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def hostile_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real checkpoint (digits, two steps) whose class names hold terminal escapes, as one from someone
-    else might."""
-    out = tmp_path_factory.mktemp("esc") / "run"
-    cnnlab.train(dataset="digits", epochs=1, max_steps=2, out=str(out), progress=False)
-    ckpt = torch.load(out / "best.pt", weights_only=True)
+def hostile_checkpoint(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real checkpoint (the shared ``tiny_run``: digits, three steps) whose class names hold terminal
+    escapes, as one from someone else might."""
+    ckpt = torch.load(tiny_run / "best.pt", weights_only=True)
     hostile = [f"{HOSTILE_NAME}{i}" for i in range(len(ckpt["data"]["classes"]))]
     ckpt["data"]["classes"] = ckpt["spec"]["classes"] = hostile  # the spec, and its copy for older readers
-    path = out / "hostile.pt"
+    path = tmp_path_factory.mktemp("esc") / "hostile.pt"
     torch.save(ckpt, path)
     return path
 

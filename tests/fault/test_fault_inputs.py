@@ -178,10 +178,9 @@ def test_image_folders_skip_every_bad_file_with_a_warning_and_train(
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("digits") / "run"
-    cnnlab.train(dataset="digits", epochs=1, max_steps=2, out=str(out), progress=False)
-    return out
+def digits_run(tiny_run: Path) -> Path:
+    """The shared ``tiny_run`` (digits, three steps); these tests only read it."""
+    return tiny_run
 
 
 @pytest.mark.slow

@@ -60,10 +60,9 @@ def ico_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "run"
-    cnnlab.train(dataset="digits", epochs=1, max_steps=2, out=str(out), progress=False)
-    return out
+def run(tiny_run: Path) -> Path:
+    """The shared ``tiny_run`` (digits, three steps); serving only reads it."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
