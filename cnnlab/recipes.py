@@ -112,7 +112,10 @@ def size_to_data(cfg: TrainConfig, choice: Choice, n_train: int) -> TrainConfig:
 
 
 def describe_length(cfg: TrainConfig, steps_per_epoch: int) -> str:
-    """``12 epochs (228 steps)`` or ``as many epochs as fit``: for the recipe line."""
-    if cfg.epochs == MAX_EPOCHS:
-        return "as many epochs as fit"
-    return f"{cfg.epochs} epochs ({cfg.epochs * steps_per_epoch} steps)"
+    """``12 epochs (228 steps)`` or ``as many epochs as fit``, and ``, cut to N steps by --max-steps`` when
+    that ends the run sooner: for the recipe line."""
+    planned = None if cfg.epochs == MAX_EPOCHS else cfg.epochs * steps_per_epoch
+    text = "as many epochs as fit" if planned is None else f"{cfg.epochs} epochs ({planned} steps)"
+    if cfg.max_steps and (planned is None or cfg.max_steps < planned):
+        text += f", cut to {cfg.max_steps} steps by --max-steps"
+    return text

@@ -103,6 +103,7 @@ def test_a_folder_trains_with_the_photos_recipe_and_says_why(colour_folder: Path
     )
     out = capsys.readouterr().out
     assert "recipe photos: folder: holds your own images" in out
+    assert ", cut to 2 steps by --max-steps" in out  # the recipe line says how long the run really is
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["config"]["model"] == "resnet9" and stored["config"]["recipe"] == "photos"
     assert stored["recipe"]["name"] == "photos"
