@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import cli
 
 from cnnlab import runs
 from cnnlab.errors import UserError
 from cnnlab.tune.compare import list_runs
-
-
-def tune_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``cnnlab ARGS`` in a subprocess (``lr-find``, ``sweep`` and ``runs`` included), output captured."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
-    )
 
 
 def fake_run(folder: Path, status: str, accuracies: list[float], model: str = "seednet") -> Path:
@@ -71,11 +60,10 @@ def test_damaged_and_unfinished_runs_are_listed(tmp_path: Path) -> None:
         list_runs(tmp_path / "missing")
 
 
-@pytest.mark.slow
 def test_cli_lists_a_real_run_and_plots(tmp_path: Path, trained_run: Path) -> None:
-    result = tune_cli("runs", str(trained_run.parent), "--json", "--plot", "curves.png", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    (row,) = json.loads(result.stdout)
+    code, out, err = cli("runs", str(trained_run.parent), "--json", "--plot", "curves.png", cwd=tmp_path)
+    assert code == 0, err
+    (row,) = json.loads(out)
     metrics = runs.read_metrics(trained_run)
     assert (row["name"], row["model"], row["dataset"], row["status"]) == ("e2e", "seednet", "mnist5k", "finished")
     assert row["epochs"] == len(metrics) == 1
@@ -86,9 +74,9 @@ def test_cli_lists_a_real_run_and_plots(tmp_path: Path, trained_run: Path) -> No
 def test_cli_table_of_chosen_runs(tmp_path: Path) -> None:
     fake_run(tmp_path / "runs" / "other", "finished", [0.3, 0.4])
     fake_run(tmp_path / "runs" / "skipped", "finished", [0.5])
-    table = tune_cli("runs", "runs", "other", cwd=tmp_path)
-    assert table.returncode == 0, table.stderr
-    lines = table.stdout.splitlines()
+    code, out, err = cli("runs", "runs", "other", cwd=tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
     assert lines[0].split()[:3] == ["name", "model", "dataset"]
     assert len(lines) == 2 and lines[1].split()[:7] == [
         "other",
@@ -102,9 +90,9 @@ def test_cli_table_of_chosen_runs(tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
-    result = tune_cli("runs", "missing", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: missing: no such folder") and result.stderr.count("\n") == 1
+    code, _, err = cli("runs", "missing", cwd=tmp_path)
+    assert code == 2
+    assert err.startswith("error: missing: no such folder") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 
