@@ -215,8 +215,8 @@ def page_text(results: dict[Path, list[Row]], quick: bool) -> str:
     parts = [table(folder, rows) for folder, rows in results.items()]
     margins = []
     for folder, rows in results.items():
-        by_label = {row.label: row.accuracy for row in rows}
-        forest, default = by_label.get(ROWS["forest"][0]), by_label.get(ROWS["photos"][0])
+        forest = next((r.accuracy for r in rows if r.label.startswith("pixel RandomForest")), None)  # any tree count
+        default = next((r.accuracy for r in rows if r.label == ROWS["photos"][0]), None)
         if forest is not None and default is not None:
             margins.append(f"{100 * (default - forest):+.1f} points on {folder.name}")
     if margins:
