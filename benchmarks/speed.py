@@ -20,13 +20,19 @@ from pages import machine_line, write_section
 PAGE_SECTION = "bench-report"
 
 
-def command_line(synthetic: int, mnist_test: str | None) -> str:
-    return f"cnnlab bench --synthetic {synthetic}" + (" --mnist-test DIR" if mnist_test else "")
+def command_line(synthetic: int, mnist_test: str | None, epochs: int | None = None) -> str:
+    """The ``cnnlab bench`` command that prints the same report."""
+    flags = [
+        f"--synthetic {synthetic}",
+        *([f"--epochs {epochs}"] if epochs else []),
+        *(["--mnist-test DIR"] if mnist_test else []),
+    ]
+    return "cnnlab bench " + " ".join(flags)
 
 
-def page_text(report: str, synthetic: int, mnist_test: str | None) -> str:
+def page_text(report: str, synthetic: int, mnist_test: str | None, epochs: int | None = None) -> str:
     """The page section: the report as the command prints it, then when and where it ran."""
-    return f"```text\n$ {command_line(synthetic, mnist_test)}\n{report}\n```\n\n{machine_line()}"
+    return f"```text\n$ {command_line(synthetic, mnist_test, epochs)}\n{report}\n```\n\n{machine_line()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     report = format_bench(bench(synthetic=args.synthetic, mnist_test_dir=args.mnist_test, **options))
     print(report)
     if args.page:
-        write_section(args.page, PAGE_SECTION, page_text(report, args.synthetic, args.mnist_test))
+        write_section(args.page, PAGE_SECTION, page_text(report, args.synthetic, args.mnist_test, args.epochs))
         print(f"wrote the report into {args.page}")
 
 
