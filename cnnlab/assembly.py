@@ -27,7 +27,7 @@ from cnnlab.data.registry import is_file_dataset
 from cnnlab.errors import UserError
 from cnnlab.inference import valid_tta
 from cnnlab.losses import get_loss
-from cnnlab.models import build_model, layer_groups, load_pretrained, weights_preprocessing
+from cnnlab.models import TorchvisionNet, build_model, layer_groups, load_pretrained, weights_preprocessing
 from cnnlab.spec import image_spec
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -82,6 +82,7 @@ def model_for(cfg: TrainConfig, data: Data, pretrained: bool = True) -> nn.Modul
     outputs = 1 if cfg.loss == "logistic" else data.spec.num_classes
     model = build_model(cfg.model, data.spec.channels, data.spec.size, outputs)
     if cfg.pretrained and pretrained:
+        assert isinstance(model, TorchvisionNet), "validate() allows --pretrained for tv:NAME models only"
         load_pretrained(model, cfg.model, progress=cfg.progress)
     return model.double() if cfg.dtype == "float64" else model
 
