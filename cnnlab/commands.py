@@ -16,7 +16,7 @@ from pathlib import Path
 from cnnlab.config import DEVICES
 from cnnlab.errors import UserError
 from cnnlab.flags import TTA_HELP, add_backend_flags, add_train_arguments, config_options, train_options
-from cnnlab.text import safe, safe_lines
+from cnnlab.text import answer_text, safe, safe_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -286,10 +286,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             answers.append({k: v for k, v in r.items() if k != "error"})
         else:
             ranked = ", ".join(f"{safe(name)} {100 * p:.1f}%" for name, p in r["topk"])
-            answer = f"{safe(r['label'])} ({100 * r['probability']:.1f}%)"
-            if r.get("unknown"):
-                answer = f"unknown (looks like none of the classes; closest {answer})"
-            print(f"{safe(r['image'])}: {answer}  [{ranked}]", flush=True)
+            print(f"{safe(r['image'])}: {answer_text(r)}  [{ranked}]", flush=True)
     if not answered:
         raise UserError("no image could be answered (see the warnings above)")
     if args.json:

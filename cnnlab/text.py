@@ -33,3 +33,10 @@ def _escape(c: str) -> str:
 def safe_lines(text: object) -> str:
     """:func:`safe` for each line of a multi-line text (tables, reports): the line breaks are kept."""
     return "\n".join(safe(line) for line in str(text).split("\n"))
+
+
+def answer_text(answer: dict) -> str:
+    """An answer as ``predict`` and ``explain`` print it: ``7 (98.5%)``, or with the "none of these" rule
+    saying so, ``unknown (looks like none of the classes; closest 7 (41.0%))``; names made :func:`safe`."""
+    text = f"{safe(answer['label'])} ({100 * answer['probability']:.1f}%)"
+    return f"unknown (looks like none of the classes; closest {text})" if answer.get("unknown") else text

@@ -224,7 +224,10 @@ def test_explain_command_json_png_and_agreement_with_predict(trained_run: Path, 
     predicted = cnnlab.predict(trained_run, files)
     assert [r["image"] for r in results] == [str(f) for f in files]
     for r, p in zip(results, predicted):
-        assert set(r) == {"image", "label", "probability", "method", "target", "attribution", "png"}
+        assert set(r) == {
+            "image", "label", "probability", "known_score", "unknown", "method", "target", "attribution", "png"
+        }  # fmt: skip
+        assert (r["known_score"], r["unknown"]) == pytest.approx((p["known_score"], p["unknown"]), abs=1e-5)
         assert (r["label"], r["probability"]) == (p["label"], pytest.approx(p["probability"], rel=1e-5))
         assert r["method"] == DEFAULT_METHOD and r["target"] == r["label"]
         amap = torch.tensor(r["attribution"])

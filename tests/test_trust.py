@@ -117,6 +117,27 @@ def test_predict_json_and_text_say_unknown(trained_run: Path, tmp_path: Path, di
     assert "unknown (looks like none of the classes" in text[0] and "unknown" not in text[1]
 
 
+def test_explain_says_unknown_where_predict_does(trained_run: Path, tmp_path: Path, digit_png: tuple[Path, str]):
+    predictor = load(trained_run)
+    crops = photo_crops(predictor)
+    verdicts = predictor.known(crops)
+    crop = crops[next(i for i, r in enumerate(verdicts) if r["unknown"])]
+    photo = tmp_path / "photo.png"
+    Image.fromarray(crop[0].numpy()).save(photo)
+    digit, _ = digit_png
+    predicted = cnnlab.predict(trained_run, [photo, digit])
+    code, out, err = cli("explain", trained_run, photo, digit, "--out", tmp_path / "maps", "--json")
+    assert code == 0, err
+    explained = json.loads(out)
+    assert [r["unknown"] for r in explained] == [r["unknown"] for r in predicted] == [True, False]
+    for e, p in zip(explained, predicted):
+        assert e["known_score"] == pytest.approx(p["known_score"], abs=1e-5) and e["label"] == p["label"]
+    code, out, err = cli("explain", trained_run, photo, digit, "--out", tmp_path / "maps")
+    assert code == 0, err
+    answers = [line.split(": ", 1)[1].split(" → ")[0] for line in out.splitlines()]  # paths hold "unknown" here
+    assert answers[0].startswith("unknown (looks like none of the classes") and "unknown" not in answers[1]
+
+
 @pytest.mark.slow  # evaluates 1000 digits, with pictures
 def test_old_checkpoints_load_with_temperature_one_and_no_rule(old_run: Path, digit_png: tuple[Path, str]):
     predictor = load(old_run)

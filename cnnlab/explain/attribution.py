@@ -223,7 +223,8 @@ def explain(
     class) by ``method`` (default :data:`~cnnlab.explain.DEFAULT_METHOD`), saved as a PNG (input, map,
     overlay) in ``out`` (default ``explain/`` beside the checkpoint).
 
-    Each result: ``image``, ``label``, ``probability``, ``method``, ``target`` (a class name),
+    Each result: ``image``, ``label``, ``probability``, ``known_score`` and ``unknown`` (as
+    :func:`cnnlab.predict` gives them; ``None`` for a run without the rule), ``method``, ``target`` (a class name),
     ``attribution`` (rows of columns at the input resolution; positive = evidence for the target) and
     ``png``. The images go through the model's own preprocessing, as with :func:`cnnlab.predict`. Nothing
     is written unless the method and target exist and every image is readable; with ``warn``, a file that
@@ -242,18 +243,20 @@ def explain(
     batch, kept = read_images(predictor, files, invert, warn)
     images = [files[i] for i in kept]
     probs = predictor.probabilities(batch)
+    verdicts = predictor.known(batch)  # the "none of these" rule, as predict applies it
     predicted = probs.argmax(dim=1)
     targets = predicted if target_index is None else torch.full_like(predicted, target_index)
     maps = attribute_images(predictor, batch, targets, method)
     out_dir = _out_dir(out, predictor)
     results = []
-    for image, png, img, amap, p, t in zip(images, _png_names(out_dir, images, method), batch, maps, probs, targets):
+    names = _png_names(out_dir, images, method)
+    for image, png, img, amap, p, t, verdict in zip(images, names, batch, maps, probs, targets, verdicts):
         classes = predictor.spec.classes
         label, target_name = classes[int(p.argmax())], classes[int(t)]
         title = f"{Path(image).name}: {label} ({100 * float(p.max()):.1f}%) · {method} for {target_name}"
         plots.plot_attribution(img, amap, png, title=title)
         results.append(
-            {"image": str(image), "label": label, "probability": float(p.max()), "method": method,
+            {"image": str(image), "label": label, "probability": float(p.max()), **verdict, "method": method,
              "target": target_name, "attribution": amap.tolist(), "png": str(png)}
         )  # fmt: skip
     return results

@@ -8,7 +8,7 @@ import json
 
 from cnnlab.config import DEVICES
 from cnnlab.explain.methods import DEFAULT_METHOD, METHODS
-from cnnlab.text import safe
+from cnnlab.text import answer_text, safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,10 +109,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(results))
         return 0
     for r in results:
-        print(
-            f"{safe(r['image'])}: {safe(r['label'])} ({100 * r['probability']:.1f}%)  {r['method']} for "
-            f"{safe(r['target'])} → {safe(r['png'])}"
-        )
+        print(f"{safe(r['image'])}: {answer_text(r)}  {r['method']} for {safe(r['target'])} → {safe(r['png'])}")
     return 0
 
 
