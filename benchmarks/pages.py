@@ -47,6 +47,20 @@ def read_section(page: str | Path, name: str) -> str:
     return found[0][1]
 
 
+def check_page(page: Path | None, name: str) -> str | None:
+    """Why section ``name`` of ``page`` cannot be written (a missing file, no such section), or None: for a
+    script to say before it measures for minutes, not after."""
+    if page is None:
+        return None
+    try:
+        read_section(page, name)
+    except OSError as exc:
+        return f"--page {page}: {exc.strerror or exc}"
+    except ValueError as exc:  # its message starts with the page
+        return f"--page {exc}"
+    return None
+
+
 def machine_line() -> str:
     """When and where a measurement ran: date, CPU count, platform, torch, load average."""
     import torch

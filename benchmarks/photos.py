@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pages import machine_line, write_section
+from pages import check_page, machine_line, write_section
 
 DEFAULT_ROOT = Path("data/photos")
 DEFAULT_RUNS = Path("runs/bench-photos")
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not folders:
         parser.error(f"no folders under {DEFAULT_ROOT}; make them: python benchmarks/photo_folders.py")
+    if problem := check_page(args.page, PAGE_SECTION):
+        parser.error(problem)
     report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     results = {folder: benchmark(folder, keys, args.runs, args.quick, report) for folder in folders}
     print("\n\n".join(table(folder, rows) for folder, rows in results.items()))

@@ -15,7 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pages import machine_line, write_section
+from pages import check_page, machine_line, write_section
 
 PAGE_SECTION = "bench-report"
 
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of each loop (default: cnnlab train's)")
     parser.add_argument("--page", type=Path, help="also write the report into this page's bench-report section")
     args = parser.parse_args(argv)
+    if problem := check_page(args.page, PAGE_SECTION):
+        parser.error(problem)
     options = {} if args.epochs is None else {"epochs": args.epochs}
     report = format_bench(bench(synthetic=args.synthetic, mnist_test_dir=args.mnist_test, **options))
     print(report)

@@ -118,6 +118,9 @@ def test_writing_a_section_replaces_it_and_keeps_the_prose(tmp_path: Path):
     assert written.startswith(before) and written.endswith(after.partition("<!-- end bench-report -->")[2])
     plain = tmp_path / "plain.md"
     plain.write_text("# no sections here\n")
+    assert pages.check_page(page, "bench-report") is None  # what a script checks before it measures
+    assert "found 0" in pages.check_page(plain, "bench-report")
+    assert "No such file" in pages.check_page(tmp_path / "missing.md", "bench-report")
     with pytest.raises(ValueError, match="bench-report"):
         pages.write_section(plain, "bench-report", "x")
     assert plain.read_text() == "# no sections here\n"  # a refused write changes nothing

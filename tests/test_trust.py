@@ -97,13 +97,18 @@ def test_photos_are_unknown_far_more_often_than_digits(trained_run: Path, mnist5
     assert min(r["known_score"] for r in digits[:50]) > -50  # plain floats, higher = more like training
 
 
-def test_predict_json_and_text_say_unknown(trained_run: Path, tmp_path: Path, digit_png: tuple[Path, str]):
-    predictor = load(trained_run)
+def save_unknown_photo(run: Path, path: Path) -> Path:
+    """A photo crop that ``run``'s rule calls unknown, saved as a PNG at ``path``."""
+    predictor = load(run)
     crops = photo_crops(predictor)
     verdicts = predictor.known(crops)
     crop = crops[next(i for i, r in enumerate(verdicts) if r["unknown"])]
-    photo = tmp_path / "photo.png"
-    Image.fromarray(crop[0].numpy()).save(photo)
+    Image.fromarray(crop[0].numpy()).save(path)
+    return path
+
+
+def test_predict_json_and_text_say_unknown(trained_run: Path, tmp_path: Path, digit_png: tuple[Path, str]):
+    photo = save_unknown_photo(trained_run, tmp_path / "photo.png")
     digit, label = digit_png
     rows = cnnlab.predict(trained_run, [photo, digit])
     assert [r["unknown"] for r in rows] == [True, False] and rows[1]["label"] == label
@@ -118,12 +123,7 @@ def test_predict_json_and_text_say_unknown(trained_run: Path, tmp_path: Path, di
 
 
 def test_explain_says_unknown_where_predict_does(trained_run: Path, tmp_path: Path, digit_png: tuple[Path, str]):
-    predictor = load(trained_run)
-    crops = photo_crops(predictor)
-    verdicts = predictor.known(crops)
-    crop = crops[next(i for i, r in enumerate(verdicts) if r["unknown"])]
-    photo = tmp_path / "photo.png"
-    Image.fromarray(crop[0].numpy()).save(photo)
+    photo = save_unknown_photo(trained_run, tmp_path / "photo.png")
     digit, _ = digit_png
     predicted = cnnlab.predict(trained_run, [photo, digit])
     code, out, err = cli("explain", trained_run, photo, digit, "--out", tmp_path / "maps", "--json")
